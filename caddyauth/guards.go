@@ -1,0 +1,14 @@
+package caddyauth
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*TenantAuth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*TenantAuth)(nil)
+	_ caddyfile.Unmarshaler       = (*TenantAuth)(nil)
+)

@@ -1,0 +1,107 @@
+package caddyauth
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/tenantgate/tenantgate/internal/tenant"
+)
+
+// Headers that carry the tenant identity to the backend. Client-sent copies
+// are always removed first.
+const (
+	OrgIDHeader = "X-Organization-ID"
+	PlanHeader  = "X-Plan-Tier"
+)
+
+// wwwAuthenticate is sent with every 401 (RFC 6750 §3).
+var wwwAuthenticate = []string{`Bearer realm="api"`}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	rid := tenant.RequestIDFor(r.Header.Get(tenant.RequestIDHeader))
+	r.Header.Set(tenant.RequestIDHeader, rid)
+	w.Header().Set(tenant.RequestIDHeader, rid)
+	tenant.AttachRequestID(r, rid)
+	stripIdentityHeaders(r.Header)
+
+	token, perr := ParseBearer(r.Header["Authorization"])
+	if perr != nil {
+		w.Header()["Www-Authenticate"] = wwwAuthenticate
+		return tenant.WriteError(w, http.StatusUnauthorized, perr.Error(), nil, rid)
+	}
+
+	id, lerr := a.lookup(r.Context(), HashKey(token))
+	if lerr != nil {
+		if IsRejection(lerr) {
+			return tenant.WriteError(w, http.StatusForbidden, rejectionMessage(lerr), nil, rid)
+		}
+		a.logger.Error("key lookup failed", zap.String("request_id", rid), zap.Error(lerr))
+		return tenant.WriteError(w, http.StatusServiceUnavailable, "authentication temporarily unavailable", nil, rid)
+	}
+
+	tenant.AttachIdentity(r, id)
+	r.Header.Set(OrgIDHeader, id.OrgID)
+	r.Header.Set(PlanHeader, id.Plan)
+	if !a.ForwardKey {
+		delete(r.Header, "Authorization")
+	}
+
+	tw := newTrackingWriter(w)
+	defer func() {
+		if rec := recover(); rec != nil {
+			err = a.recovered(tw, rec, rid)
+		}
+	}()
+	if herr := next.ServeHTTP(tw, r); herr != nil {
+		return a.renderError(tw, herr, rid)
+	}
+	return nil
+}
+
+// rejectionMessage is the client-facing message for a 403.
+func rejectionMessage(err error) string {
+	for _, known := range []error{ErrRevokedKey, ErrExpiredKey, ErrDisabledOrg} {
+		if errors.Is(err, known) {
+			return known.Error()
+		}
+	}
+	return ErrUnknownKey.Error()
+}
+
+// stripIdentityHeaders removes client-sent identity headers, including
+// spellings that some backends (CGI, WSGI, nginx) would read as the same
+// header: any case, and "_" for "-".
+func stripIdentityHeaders(h http.Header) {
+	for name := range h {
+		if sameHeaderName(name, OrgIDHeader) || sameHeaderName(name, PlanHeader) {
+			delete(h, name)
+		}
+	}
+}
+
+// sameHeaderName compares header names case-insensitively, treating "_" as "-".
+func sameHeaderName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if foldHeaderByte(a[i]) != foldHeaderByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldHeaderByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_':
+		return '-'
+	}
+	return c
+}

@@ -1,0 +1,180 @@
+// Package caddyhealth provides tenant_health, the gateway's health endpoints
+// (DESIGN §6): /health (summary), /health/live (process up) and
+// /health/ready (each dependency's state).
+package caddyhealth
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/tenantgate/tenantgate/internal/tenant"
+)
+
+func init() {
+	caddy.RegisterModule(Health{})
+	httpcaddyfile.RegisterHandlerDirective("tenant_health", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("tenant_health", httpcaddyfile.Before, "respond")
+}
+
+// Health answers the health endpoints. It is terminal: it never calls the
+// next handler. A request path ending in /live or /ready gets that probe;
+// any other path under the handler gets the summary.
+type Health struct {
+	// Timeout bounds how long /health and /health/ready wait for all
+	// dependency checks together. Default: 2s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	registry *tenant.HealthApp
+	started  time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Health) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.tenant_health",
+		New: func() caddy.Module { return new(Health) },
+	}
+}
+
+// Provision obtains the config's health registry.
+func (h *Health) Provision(ctx caddy.Context) error {
+	reg, err := tenant.HealthFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	h.registry = reg
+	h.started = time.Now()
+	if h.Timeout <= 0 {
+		h.Timeout = caddy.Duration(2 * time.Second)
+	}
+	return nil
+}
+
+type liveBody struct {
+	Status tenant.Status `json:"status"`
+}
+
+type summaryBody struct {
+	Status        tenant.Status `json:"status"`
+	Timestamp     string        `json:"timestamp"`
+	UptimeSeconds int64         `json:"uptime_seconds"`
+}
+
+type readyBody struct {
+	Status    tenant.Status                 `json:"status"`
+	Timestamp string                        `json:"timestamp"`
+	Checks    map[string]tenant.CheckResult `json:"checks"`
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return tenant.WriteError(w, http.StatusMethodNotAllowed, "method not allowed", nil, "")
+	}
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	switch {
+	case strings.HasSuffix(path, "/live"):
+		return writeJSON(w, http.StatusOK, liveBody{Status: tenant.StatusOK})
+	case strings.HasSuffix(path, "/ready"):
+		report := h.run(r.Context())
+		return writeJSON(w, statusCode(report.Status), readyBody{
+			Status:    report.Status,
+			Timestamp: now(),
+			Checks:    report.Checks,
+		})
+	default:
+		report := h.run(r.Context())
+		return writeJSON(w, statusCode(report.Status), summaryBody{
+			Status:        report.Status,
+			Timestamp:     now(),
+			UptimeSeconds: int64(time.Since(h.started).Seconds()),
+		})
+	}
+}
+
+func (h *Health) run(ctx context.Context) tenant.HealthReport {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
+	defer cancel()
+	return h.registry.Run(ctx)
+}
+
+// statusCode is 503 only when the gateway cannot serve (DESIGN §6).
+func statusCode(s tenant.Status) int {
+	if s == tenant.StatusDown {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusOK
+}
+
+func now() string { return time.Now().UTC().Format(time.RFC3339) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	body = append(body, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err = w.Write(body)
+	return err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	tenant_health [<matcher>] {
+//	    timeout <duration>
+//	}
+func (h *Health) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("tenant_health: timeout: %v", err)
+			}
+			if dur <= 0 {
+				return d.Errf("tenant_health: timeout must be positive, got %s", d.Val())
+			}
+			h.Timeout = caddy.Duration(dur)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("tenant_health: unknown subdirective %q (expected: timeout)", d.Val())
+		}
+	}
+	return nil
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Health)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Health)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Health)(nil)
+	_ caddyfile.Unmarshaler       = (*Health)(nil)
+)
