@@ -7,4 +7,5 @@ import (
 	// Tenantgate's Caddy modules.
 	_ "github.com/tenantgate/tenantgate/caddyauth"
 	_ "github.com/tenantgate/tenantgate/caddyhealth"
+	_ "github.com/tenantgate/tenantgate/caddyratelimit"
 )

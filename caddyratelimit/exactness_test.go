@@ -1,0 +1,77 @@
+package caddyratelimit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestExactnessAcrossInstances: two limiters with their own connection
+// pools (as two gateways have) on one Redis, hundreds of concurrent
+// requests for one organization: exactly capacity are admitted.
+func TestExactnessAcrossInstances(t *testing.T) {
+	client, prefix := newTestRedis(t)
+	second := redis.NewClient(&redis.Options{Addr: client.Options().Addr, PoolSize: 64})
+	defer second.Close()
+	instances := []Limiter{NewRedisLimiter(client, prefix), NewRedisLimiter(second, prefix)}
+	// Capacity 100, refilled at one token a minute: the test cannot see a refill.
+	p := NewPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99})
+
+	const requests = 600
+	var wg sync.WaitGroup
+	var ok, denied, failed atomic.Int64
+	start := make(chan struct{})
+	for i := 0; i < requests; i++ {
+		wg.Add(1)
+		go func(l Limiter) {
+			defer wg.Done()
+			<-start
+			d, err := l.Allow(context.Background(), "org", p)
+			switch {
+			case err != nil:
+				failed.Add(1)
+			case d.Allowed:
+				ok.Add(1)
+			default:
+				denied.Add(1)
+			}
+		}(instances[i%2])
+	}
+	close(start)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d calls failed", failed.Load())
+	}
+	if ok.Load() != 100 || denied.Load() != requests-100 {
+		t.Fatalf("admitted %d, denied %d of %d; want exactly 100 admitted (capacity)", ok.Load(), denied.Load(), requests)
+	}
+	// And the daily counter agrees: denials were not counted.
+	if _, n := dayCounter(t, client, NewRedisLimiter(client, prefix).keys("org")[1]); n != 100 {
+		t.Fatalf("daily counter %d, want 100", n)
+	}
+}
+
+// TestExactnessInProcess: the same for the in-process limiter.
+func TestExactnessInProcess(t *testing.T) {
+	l := NewLocalLimiter(100, nil)
+	defer l.Destruct()
+	p := NewPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99})
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i := 0; i < 600; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if d, _ := l.Allow(context.Background(), "org", p); d.Allowed {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 100 {
+		t.Fatalf("admitted %d of 600, want exactly 100", ok.Load())
+	}
+}

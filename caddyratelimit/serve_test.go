@@ -1,0 +1,199 @@
+package caddyratelimit
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tenantgate/tenantgate/internal/tenant"
+)
+
+// newTestHandler provisions an in-process tenant_ratelimit with plans,
+// logging to an observer.
+func newTestHandler(t *testing.T, plans ...Plan) (*RateLimit, *observer.ObservedLogs) {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	rl := &RateLimit{Plans: plans}
+	if err := rl.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rl.Cleanup() })
+	core, logs := observer.New(zapcore.DebugLevel)
+	rl.logger = zap.New(core)
+	rl.policies.logger = rl.logger
+	return rl, logs
+}
+
+// request builds a request as tenant_auth leaves it: Caddy's request
+// variables and access-log fields in its context, and id attached if not nil.
+func request(id *tenant.Identity) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/api/x", nil)
+	extra := new(caddyhttp.ExtraLogFields)
+	ctx := context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{})
+	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, extra)
+	r = r.WithContext(ctx)
+	tenant.AttachRequestID(r, "req-1")
+	if id != nil {
+		tenant.AttachIdentity(r, id)
+	}
+	return r
+}
+
+// nextHandler counts the requests passed on.
+type nextHandler struct{ calls int }
+
+func (n *nextHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) error {
+	n.calls++
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func serve(t *testing.T, rl *RateLimit, id *tenant.Identity, next *nextHandler) *httptest.ResponseRecorder {
+	t.Helper()
+	r := request(id)
+	w := httptest.NewRecorder()
+	if err := rl.ServeHTTP(w, r, next); err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	return w
+}
+
+func decodeEnvelope(t *testing.T, w *httptest.ResponseRecorder) tenant.Envelope {
+	t.Helper()
+	var env tenant.Envelope
+	if err := json.Unmarshal(w.Body.Bytes(), &env); err != nil {
+		t.Fatalf("body is not the envelope: %v: %s", err, w.Body)
+	}
+	return env
+}
+
+func TestServeWithoutIdentityIs500(t *testing.T) {
+	rl, logs := newTestHandler(t)
+	next := new(nextHandler)
+	w := serve(t, rl, nil, next)
+	if w.Code != http.StatusInternalServerError || next.calls != 0 {
+		t.Fatalf("status %d, next called %d times; want 500 and never passed on", w.Code, next.calls)
+	}
+	if env := decodeEnvelope(t, w); env.RequestID != "req-1" || env.Error.Code != 500 {
+		t.Errorf("envelope %+v", env)
+	}
+	if logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("tenant_auth").Len() != 1 {
+		t.Errorf("no ERROR log naming tenant_auth: %v", logs.All())
+	}
+}
+
+func TestServeUnknownPlanIs500(t *testing.T) {
+	rl, logs := newTestHandler(t)
+	next := new(nextHandler)
+	w := serve(t, rl, tenant.NewIdentity("org", "gold", "k", tenant.LimitOverrides{}), next)
+	if w.Code != http.StatusInternalServerError || next.calls != 0 {
+		t.Fatalf("status %d, next called %d times; want 500 and never passed on", w.Code, next.calls)
+	}
+	if env := decodeEnvelope(t, w); !strings.Contains(env.Error.Message, `"gold"`) {
+		t.Errorf("message %q does not name the plan", env.Error.Message)
+	}
+	if logs.FilterLevelExact(zapcore.ErrorLevel).Len() != 1 {
+		t.Errorf("want one ERROR log line, got %v", logs.All())
+	}
+}
+
+func TestServeDefaultPlans(t *testing.T) {
+	rl, _ := newTestHandler(t)
+	next := new(nextHandler)
+	for plan, limit := range map[string]string{"basic": "100", "premium": "1000", "enterprise": "10000"} {
+		w := serve(t, rl, tenant.NewIdentity("org-default-"+plan, plan, "k", tenant.LimitOverrides{}), next)
+		if w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Limit-Minute") != limit {
+			t.Errorf("%s: status %d, limit %q; want 200 and %s", plan, w.Code, w.Header().Get("X-RateLimit-Limit-Minute"), limit)
+		}
+	}
+}
+
+func TestServe429(t *testing.T) {
+	rl, _ := newTestHandler(t, Plan{Name: "tiny", PerMinute: 6, PerDay: 1000, Burst: 4})
+	id := tenant.NewIdentity("org-429", "tiny", "k", tenant.LimitOverrides{})
+	next := new(nextHandler)
+	for i := 0; i < 10; i++ {
+		if w := serve(t, rl, id, next); w.Code != http.StatusOK {
+			t.Fatalf("request %d: %d", i, w.Code)
+		}
+	}
+	before := time.Now().UTC()
+	w := serve(t, rl, id, next)
+	if w.Code != http.StatusTooManyRequests || next.calls != 10 {
+		t.Fatalf("11th: status %d, passed on %d; want 429 and 10", w.Code, next.calls)
+	}
+	h := w.Header()
+	if h.Get("Retry-After") != "10" || h.Get("X-RateLimit-Remaining-Minute") != "0" || h.Get("X-RateLimit-Burst") != "4" {
+		t.Errorf("headers %v", h)
+	}
+	env := decodeEnvelope(t, w)
+	d, _ := env.Error.Details.(map[string]any)
+	if env.Error.Message != "Rate limit exceeded: minute limit reached" || d["limit_type"] != "minute" ||
+		d["daily_used"] != 10.0 || d["minute_used"] != 10.0 || d["retry_after"] != 10.0 {
+		t.Errorf("envelope %+v", env)
+	}
+	reset, err := time.Parse(time.RFC3339, d["reset_at"].(string))
+	if err != nil || reset.Before(before.Add(9*time.Second)) || reset.After(before.Add(12*time.Second)) {
+		t.Errorf("reset_at %v (%v), want about 10 s from now", d["reset_at"], err)
+	}
+}
+
+func TestServeAppliesOrganizationOverrides(t *testing.T) {
+	rl, logs := newTestHandler(t, Plan{Name: "tiny", PerMinute: 6, PerDay: 1000, Burst: 4})
+	next := new(nextHandler)
+	id := tenant.NewIdentity("org-override", "tiny", "k", tenant.LimitOverrides{PerMinute: 2, Burst: 0, BurstSet: true})
+	ok := 0
+	for i := 0; i < 5; i++ {
+		w := serve(t, rl, id, next)
+		if w.Code == http.StatusOK {
+			ok++
+			if got := w.Header().Get("X-RateLimit-Limit-Minute"); got != "2" {
+				t.Errorf("Limit-Minute %q, want the override 2", got)
+			}
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("admitted %d, want the overridden capacity 2", ok)
+	}
+	// A nonsensical override is ignored (plan limits), and logged once.
+	bad := tenant.NewIdentity("org-bad-override", "tiny", "k", tenant.LimitOverrides{PerMinute: -3})
+	for i := 0; i < 3; i++ {
+		if w := serve(t, rl, bad, next); w.Header().Get("X-RateLimit-Limit-Minute") != "6" {
+			t.Fatalf("invalid override: Limit-Minute %q, want the plan's 6", w.Header().Get("X-RateLimit-Limit-Minute"))
+		}
+	}
+	if n := logs.FilterMessageSnippet("invalid per-organization").Len(); n != 1 {
+		t.Errorf("invalid override logged %d times, want once", n)
+	}
+}
+
+func TestServeDailyDenialRetryAfter(t *testing.T) {
+	rl, _ := newTestHandler(t, Plan{Name: "daily", PerMinute: 600, PerDay: 5})
+	id := tenant.NewIdentity("org-daily", "daily", "k", tenant.LimitOverrides{})
+	next := new(nextHandler)
+	for i := 0; i < 5; i++ {
+		serve(t, rl, id, next)
+	}
+	w := serve(t, rl, id, next)
+	now := time.Now().UTC()
+	midnight := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC)
+	ra, _ := strconv.Atoi(w.Header().Get("Retry-After"))
+	if want := int(midnight.Sub(now).Seconds()); w.Code != 429 || ra < want-1 || ra > want+2 {
+		t.Fatalf("status %d Retry-After %d, want 429 and about %d (to 00:00 UTC)", w.Code, ra, want)
+	}
+	if d := decodeEnvelope(t, w).Error.Details.(map[string]any); d["limit_type"] != "day" {
+		t.Errorf("details %v", d)
+	}
+}
