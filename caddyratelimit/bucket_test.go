@@ -7,9 +7,7 @@ import (
 )
 
 func TestBucketBurstThenDeny(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
-	l := newTestLocal(t, clock)
-	p := NewPolicy("tiny", tinyLimits)
+	_, l, p := tinyLocal(t)
 
 	if got := admitted(t, l, "org", p, 15); got != 10 {
 		t.Fatalf("admitted %d of 15 at one instant, want capacity 10 (6 + burst 4)", got)
@@ -27,9 +25,7 @@ func TestBucketBurstThenDeny(t *testing.T) {
 }
 
 func TestBucketRefillsContinuously(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
-	l := newTestLocal(t, clock)
-	p := NewPolicy("tiny", tinyLimits)
+	clock, l, p := tinyLocal(t)
 	admitted(t, l, "org", p, 10)
 
 	clock.Advance(9999 * time.Millisecond)
@@ -57,9 +53,7 @@ func TestBucketRefillsContinuously(t *testing.T) {
 }
 
 func TestBucketDenialConsumesNothing(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
-	l := newTestLocal(t, clock)
-	p := NewPolicy("tiny", tinyLimits)
+	clock, l, p := tinyLocal(t)
 	admitted(t, l, "org", p, 10)
 	for i := 0; i < 100; i++ {
 		if decide(t, l, "org", p).Allowed {
@@ -130,9 +124,7 @@ func TestLoweredCapacityClipsBucket(t *testing.T) {
 }
 
 func TestOrganizationsAreIndependent(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
-	l := newTestLocal(t, clock)
-	p := NewPolicy("tiny", tinyLimits)
+	_, l, p := tinyLocal(t)
 	admitted(t, l, "a", p, 10)
 	if got := admitted(t, l, "b", p, 10); got != 10 {
 		t.Fatalf("org b admitted %d after org a emptied its bucket, want 10", got)
@@ -140,9 +132,7 @@ func TestOrganizationsAreIndependent(t *testing.T) {
 }
 
 func TestLocalLimiterForgetsIdleOrganizations(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
-	l := newTestLocal(t, clock)
-	p := NewPolicy("tiny", tinyLimits)
+	clock, l, p := tinyLocal(t)
 	decide(t, l, "busy", p)
 	l.allow("idle", tinyLimits, clock.Now().UnixMicro()-2*usPerDay) // used two days ago
 	if n := l.Sweep(); n != 1 {

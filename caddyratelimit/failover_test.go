@@ -74,6 +74,17 @@ func (fx *failoverFixture) allow(t *testing.T, org string, p *Policy) (Decision,
 	return fx.f.Allow(context.Background(), org, p)
 }
 
+// restoreAndExpectRedis ends the outage, lets the backoff pass, and checks
+// that the next decision comes from Redis.
+func (fx *failoverFixture) restoreAndExpectRedis(t *testing.T, p *Policy) {
+	t.Helper()
+	fx.proxy.Restore()
+	fx.clock.Advance(minBackoff)
+	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
+		t.Fatalf("after restore: %+v, want a decision by Redis", d)
+	}
+}
+
 func TestFailoverLocalKeepsDeciding(t *testing.T) {
 	fx := newFailoverFixture(t, OnErrorLocal, 200*time.Millisecond)
 	p := NewPolicy("tiny", tinyLimits)
@@ -128,11 +139,7 @@ func TestFailoverAllowAdmits(t *testing.T) {
 			t.Fatalf("request %d: %+v, want admitted fail-open", i, d)
 		}
 	}
-	fx.proxy.Restore()
-	fx.clock.Advance(minBackoff)
-	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
-		t.Fatalf("after restore: decided by %s, want redis", d.Source)
-	}
+	fx.restoreAndExpectRedis(t, p)
 }
 
 func TestFailoverDenyAnswersUnavailable(t *testing.T) {
@@ -149,11 +156,7 @@ func TestFailoverDenyAnswersUnavailable(t *testing.T) {
 			t.Errorf("RetryIn %s, want (0, %s]", ue.RetryIn, minBackoff)
 		}
 	}
-	fx.proxy.Restore()
-	fx.clock.Advance(minBackoff)
-	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis || !d.Allowed {
-		t.Fatalf("after restore: %+v", d)
-	}
+	fx.restoreAndExpectRedis(t, p)
 }
 
 // TestHungRedisCostsOneTimeoutPerBackoff: Redis accepts connections but

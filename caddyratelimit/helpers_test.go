@@ -40,6 +40,14 @@ func newTestLocal(t *testing.T, clock *fakeClock) *LocalLimiter {
 	return l
 }
 
+// tinyLocal is the common setup: an in-process limiter on a fake clock at
+// 2026-01-25T14:31:15Z and the tiny policy.
+func tinyLocal(t *testing.T) (*fakeClock, *LocalLimiter, *Policy) {
+	t.Helper()
+	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
+	return clock, newTestLocal(t, clock), NewPolicy("tiny", tinyLimits)
+}
+
 // decide runs one decision and fails the test on error.
 func decide(t *testing.T, l Limiter, org string, p *Policy) Decision {
 	t.Helper()

@@ -2,8 +2,9 @@ package caddyratelimit
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
-	"errors"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -15,9 +16,9 @@ var limiterLua string
 // DefaultKeyPrefix starts every key the limiter writes to Redis.
 const DefaultKeyPrefix = "tenantgate:rl:"
 
-// maxOrgIDBytes bounds the organization ID in a Redis key. Identities come
-// from tenant_auth, which validates them; this guards the key length anyway.
-const maxOrgIDBytes = 256
+// maxOrgIDBytes bounds the organization ID written into a Redis key; a
+// longer ID (tenant_auth's are much shorter) is replaced by its SHA-256.
+const maxOrgIDBytes = 128
 
 // RedisLimiter decides with limiter.lua on Redis: one EVALSHA per decision
 // (EVAL once when Redis does not have the script cached, e.g. after a
@@ -38,14 +39,8 @@ func NewRedisLimiter(client redis.Scripter, prefix string) *RedisLimiter {
 	return &RedisLimiter{client: client, script: redis.NewScript(limiterLua), prefix: prefix}
 }
 
-// errOrgIDTooLong guards the Redis key size.
-var errOrgIDTooLong = errors.New("organization ID too long for a rate-limit key")
-
 // Allow implements Limiter. The caller bounds the call with ctx.
 func (r *RedisLimiter) Allow(ctx context.Context, orgID string, p *Policy) (Decision, error) {
-	if len(orgID) > maxOrgIDBytes {
-		return Decision{}, errOrgIDTooLong
-	}
 	keys := r.keys(orgID)
 	res, err := r.script.Run(ctx, r.client, keys[:], p.scriptArgs...).Int64Slice()
 	if err != nil {
@@ -62,6 +57,10 @@ func (r *RedisLimiter) Allow(ctx context.Context, orgID string, p *Policy) (Deci
 // Redis Cluster slot, as a script's keys must be. Both are cut from one
 // string, so building them costs one allocation.
 func (r *RedisLimiter) keys(orgID string) [2]string {
+	if len(orgID) > maxOrgIDBytes {
+		sum := sha256.Sum256([]byte(orgID))
+		orgID = "sha256:" + hex.EncodeToString(sum[:])
+	}
 	var buf [2*(len(DefaultKeyPrefix)+maxOrgIDBytes+4) + 64]byte
 	b := buf[:0]
 	b = appendKey(b, r.prefix, orgID, 'm')

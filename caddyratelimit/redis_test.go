@@ -168,6 +168,22 @@ func TestRedisKeysExpireAndShareHashTag(t *testing.T) {
 	}
 }
 
+func TestRedisLongOrganizationID(t *testing.T) {
+	client, prefix := newTestRedis(t)
+	l := NewRedisLimiter(client, prefix)
+	long := strings.Repeat("x", 4096)
+	keys := l.keys(long)
+	if len(keys[0]) > 200 || hashSlot(keys[0]) != hashSlot(keys[1]) {
+		t.Fatalf("keys for a long ID: %q, %q", keys[0], keys[1])
+	}
+	if d := decide(t, l, long, NewPolicy("tiny", tinyLimits)); !d.Allowed {
+		t.Fatalf("long organization ID: %+v", d)
+	}
+	if l.keys(long+"y")[0] == keys[0] {
+		t.Fatal("two long IDs share a key")
+	}
+}
+
 func TestRedisReloadsFlushedScript(t *testing.T) {
 	client, prefix := newTestRedis(t)
 	l := NewRedisLimiter(client, prefix)

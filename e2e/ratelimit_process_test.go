@@ -1,0 +1,317 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantgate/tenantgate/internal/faultproxy"
+	"github.com/tenantgate/tenantgate/internal/testenv"
+)
+
+// redisGatewayCaddyfile runs tenant_ratelimit with the plan tiny for the key
+// TEST_KEY of organization TEST_ORG, on REDIS_ADDR (in process when empty),
+// with JSON access logs on stdout.
+const redisGatewayCaddyfile = `{
+	admin {$ADMIN_ADDR}
+}
+:{$GATEWAY_PORT} {
+	log {
+		output stdout
+		format json
+	}
+	handle /health* {
+		tenant_health
+	}
+	route {
+		tenant_auth {
+			key {$TEST_KEY} {$TEST_ORG} tiny
+		}
+		tenant_ratelimit {
+			redis_addr {$REDIS_ADDR}
+			redis_timeout 200ms
+			on_redis_error {$ON_REDIS_ERROR:local}
+			plan tiny 6 1000 burst 4
+		}
+		respond "ok" 200
+	}
+}
+`
+
+// rateLimitKeys are the Redis keys tenant_ratelimit keeps for an organization.
+func rateLimitKeys(org string) (bucket, counter string) {
+	return "tenantgate:rl:{" + org + "}:m", "tenantgate:rl:{" + org + "}:d"
+}
+
+// redisForTest connects to TEST_REDIS_ADDR and deletes org's keys at the end.
+func redisForTest(t *testing.T, org string) (*redis.Client, string) {
+	t.Helper()
+	addr := testenv.RedisAddr(t)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() {
+		b, d := rateLimitKeys(org)
+		c.Del(context.Background(), b, d)
+		_ = c.Close()
+	})
+	return c, addr
+}
+
+// TestRateLimitTwoGatewaysShareRedis: two gateway processes on one Redis,
+// plan tiny 6 1000 burst 4, 60 concurrent requests for one organization
+// spread over both: exactly 10 are 200 and 50 are 429.
+func TestRateLimitTwoGatewaysShareRedis(t *testing.T) {
+	org := uniqueOrg()
+	rdb, addr := redisForTest(t, org)
+	env := []string{"REDIS_ADDR=" + addr, "TEST_KEY=sk_test_shared", "TEST_ORG=" + org}
+	a := startProcess(t, redisGatewayCaddyfile, env...)
+	b := startProcess(t, redisGatewayCaddyfile, env...)
+
+	urls := append(repeat(a.URL+"/api/x", 30), repeat(b.URL+"/api/x", 30)...)
+	rs := burst(t, urls, "sk_test_shared")
+	got := countStatus(rs)
+	if got[200] != 10 || got[429] != 50 || len(got) != 2 {
+		t.Fatalf("60 concurrent requests over two gateways: %v, want exactly 10×200 and 50×429", got)
+	}
+	check429(t, firstWithStatus(t, rs, 429), "4")
+
+	// The state is in Redis, under one hash tag.
+	bucket, counter := rateLimitKeys(org)
+	ctx := context.Background()
+	if n := rdb.Exists(ctx, bucket, counter).Val(); n != 2 {
+		t.Fatalf("%d of the keys %s, %s exist in Redis", n, bucket, counter)
+	}
+	if v := rdb.Get(ctx, counter).Val(); !strings.HasSuffix(v, " 10") {
+		t.Errorf("daily counter %q, want 10 used", v)
+	}
+
+	// Metrics: decisions by plan, result and source, no organization label.
+	metrics := httpGet(t, "http://"+a.AdminAddr+"/metrics")
+	for _, want := range []string{
+		`tenantgate_ratelimit_decisions_total{plan="tiny",result="allowed",source="redis"}`,
+		`tenantgate_ratelimit_redis_duration_seconds_bucket`,
+		`tenantgate_ratelimit_fallback_active 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(metrics, org) {
+		t.Error("metrics carry the organization ID")
+	}
+	// Access log: the decision on each line.
+	logs := a.Logs.String() + b.Logs.String()
+	if !strings.Contains(logs, `"ratelimit":"denied_minute"`) || !strings.Contains(logs, `"ratelimit_source":"redis"`) {
+		t.Errorf("access log lacks the limiter decision:\n%s", logs)
+	}
+}
+
+// TestRateLimitRedisOutage: Redis cut (through a fault-injecting proxy):
+// on_redis_error local keeps answering 200/429, never 5xx, and
+// /health/ready says degraded; deny answers the 503 envelope and ready says
+// down. Redis back on the same address: decisions return to Redis.
+func TestRateLimitRedisOutage(t *testing.T) {
+	org := uniqueOrg()
+	rdb, addr := redisForTest(t, org)
+	proxy, err := faultproxy.New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	env := []string{"REDIS_ADDR=" + proxy.Addr(), "TEST_KEY=sk_test_outage", "TEST_ORG=" + org}
+	local := startProcess(t, redisGatewayCaddyfile, append(env, "ON_REDIS_ERROR=local")...)
+	deny := startProcess(t, redisGatewayCaddyfile, append(env, "ON_REDIS_ERROR=deny")...)
+	client := &http.Client{Timeout: 10 * time.Second}
+	_, counter := rateLimitKeys(org)
+	ctx := context.Background()
+
+	if r := getWithKey(t, client, local.URL+"/api/x", "sk_test_outage"); r.status != 200 {
+		t.Fatalf("before the outage: %d %s", r.status, r.body)
+	}
+	if v := rdb.Get(ctx, counter).Val(); !strings.HasSuffix(v, " 1") {
+		t.Fatalf("before the outage the counter in Redis is %q, want 1 used", v)
+	}
+
+	proxy.Cut()
+	got := countStatus(burst(t, repeat(local.URL+"/api/x", 30), "sk_test_outage"))
+	if got[200]+got[429] != 30 || got[200] == 0 || got[429] == 0 {
+		t.Fatalf("on_redis_error local during the outage: %v, want only 200s and 429s (the in-process bucket)", got)
+	}
+	assertReady(t, local, http.StatusOK, "degraded")
+
+	r := getWithKey(t, client, deny.URL+"/api/x", "sk_test_outage")
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("on_redis_error deny during the outage: %d, want 503", r.status)
+	}
+	var envl envelope
+	if err := json.Unmarshal(r.body, &envl); err != nil || envl.Error.Code != 503 || envl.RequestID == "" {
+		t.Fatalf("503 body is not the envelope: %s", r.body)
+	}
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	assertReady(t, deny, http.StatusServiceUnavailable, "down")
+
+	// Redis "restarted" on the same address: within a few backoff periods
+	// both gateways decide on Redis again (the counter there moves).
+	proxy.Restore()
+	before := rdb.Get(ctx, counter).Val()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, g := range []*gatewayProcess{local, deny} {
+		for {
+			r := getWithKey(t, client, g.URL+"/api/x", "sk_test_outage")
+			if r.status >= 500 && g == local {
+				t.Fatalf("local gateway answered %d", r.status)
+			}
+			if v := rdb.Get(ctx, counter).Val(); v != before {
+				before = v
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("gateway %s did not return to Redis after the restore", g.URL)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		assertReady(t, g, http.StatusOK, "ok")
+	}
+	if ttl := rdb.TTL(ctx, counter).Val(); ttl <= 0 {
+		t.Errorf("counter TTL %s, want an expiry", ttl)
+	}
+}
+
+// TestRateLimitReloadKeepsState: the in-process limiter keeps its state
+// across a config reload.
+func TestRateLimitReloadKeepsState(t *testing.T) {
+	org := uniqueOrg()
+	g := startProcess(t, redisGatewayCaddyfile, "REDIS_ADDR=", "TEST_KEY=sk_test_reload", "TEST_ORG="+org)
+	got := countStatus(burst(t, repeat(g.URL+"/api/x", 40), "sk_test_reload"))
+	if got[200] != 10 || got[429] != 30 {
+		t.Fatalf("in process: %v, want exactly 10×200 and 30×429", got)
+	}
+	// The process adapts the Caddyfile with its own environment.
+	g.Reload(t, redisGatewayCaddyfile)
+	r := getWithKey(t, &http.Client{Timeout: 10 * time.Second}, g.URL+"/api/x", "sk_test_reload")
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("after reload: %d, want 429 (the bucket is still empty)", r.status)
+	}
+	if r.header.Get("X-RateLimit-Remaining-Day") != "990" {
+		t.Errorf("after reload X-RateLimit-Remaining-Day = %q, want 990", r.header.Get("X-RateLimit-Remaining-Day"))
+	}
+}
+
+// TestRateLimitScriptAgainstDefaultCaddyfile runs scripts/test-ratelimit.sh
+// against the repository's default Caddyfile, as the README says: with its
+// defaults (in process, demo key), and with REDIS_ADDR set.
+func TestRateLimitScriptAgainstDefaultCaddyfile(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	run := func(t *testing.T, key string, env ...string) string {
+		demo := freePort(t)
+		env = append(env, "DEMO_BACKEND_PORT="+demo, "API_SERVICE_URL=127.0.0.1:"+demo)
+		g := startProcess(t, readDefaultCaddyfile(t), env...)
+		args := []string{"../scripts/test-ratelimit.sh", g.URL + "/api/test"}
+		if key != "" {
+			args = append(args, key)
+		}
+		out, err := exec.Command("bash", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("test-ratelimit.sh: %v\n%s", err, out)
+		}
+		for _, want := range []string{"HTTP/1.1 429", `"limit_type":"minute"`, "X-Ratelimit-Remaining-Minute: 0", "PASS"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		return string(out)
+	}
+	t.Run("in process", func(t *testing.T) {
+		out := run(t, "", "REDIS_ADDR=")
+		if !strings.Contains(out, "X-Ratelimit-Limit-Minute: 1000") {
+			t.Errorf("the demo key is not on plan premium:\n%s", out)
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		org := uniqueOrg()
+		rdb, addr := redisForTest(t, org)
+		run(t, "sk_test_script", "REDIS_ADDR="+addr, "VALID_API_KEYS=sk_test_script:"+org+":basic")
+		bucket, counter := rateLimitKeys(org)
+		if n := rdb.Exists(context.Background(), bucket, counter).Val(); n != 2 {
+			t.Fatalf("the default Caddyfile with REDIS_ADDR did not decide on Redis (%d of 2 keys)", n)
+		}
+	})
+}
+
+// TestRateLimitAdaptErrors: `caddy adapt` refuses bad tenant_ratelimit
+// blocks with a message naming the line, and never panics.
+func TestRateLimitAdaptErrors(t *testing.T) {
+	bin := gatewayBinary(t)
+	cases := map[string]string{
+		"plan tiny 0 1000":          "per_minute must be a positive integer",
+		"plan tiny 6 1000 burst -4": "burst must be zero or a positive integer",
+		"redis_timeout fast":        "expected a duration",
+		"on_redis_error ignore":     "expected local, allow or deny",
+	}
+	for line, want := range cases {
+		cfg := ":8080 {\n\troute {\n\t\ttenant_ratelimit {\n\t\t\t" + line + "\n\t\t}\n\t}\n}\n"
+		path := t.TempDir() + "/Caddyfile"
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "adapt", "--config", path).CombinedOutput()
+		if err == nil {
+			t.Errorf("%q: adapt succeeded", line)
+			continue
+		}
+		if !strings.Contains(string(out), want) || !strings.Contains(string(out), "Caddyfile:4") || strings.Contains(string(out), "panic") {
+			t.Errorf("%q: output does not name line 4 and say %q (or panicked):\n%s", line, want, out)
+		}
+	}
+	// An empty redis_addr (an unset {$REDIS_ADDR}) is fine.
+	path := t.TempDir() + "/Caddyfile"
+	_ = os.WriteFile(path, []byte(":8080 {\n\ttenant_ratelimit {\n\t\tredis_addr {$TG_UNSET_REDIS_ADDR}\n\t}\n}\n"), 0o600)
+	if out, err := exec.Command(bin, "adapt", "--config", path).CombinedOutput(); err != nil {
+		t.Errorf("empty redis_addr: %v\n%s", err, out)
+	}
+}
+
+// assertReady checks /health/ready's status code and the redis check.
+func assertReady(t *testing.T, g *gatewayProcess, code int, redisStatus string) {
+	t.Helper()
+	resp, err := http.Get(g.URL + "/health/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var ready struct {
+		Checks map[string]struct {
+			Status string `json:"status"`
+			Detail string `json:"detail"`
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal(body, &ready); err != nil {
+		t.Fatalf("/health/ready: %v: %s", err, body)
+	}
+	if resp.StatusCode != code || ready.Checks["redis"].Status != redisStatus {
+		t.Errorf("/health/ready = %d %s, want %d with redis %s", resp.StatusCode, body, code, redisStatus)
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
