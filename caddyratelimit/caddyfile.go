@@ -69,15 +69,17 @@ func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				rl.OnRedisError = args[0]
 			}
 		case "plan":
-			var p Plan
-			if p, err = parsePlan(args); err == nil {
-				for _, other := range rl.Plans {
-					if other.Name == p.Name {
-						err = errorf("plan %s declared more than once", p.Name)
-					}
-				}
-				rl.Plans = append(rl.Plans, p)
+			// parsePlan's errors name the plan themselves.
+			p, perr := parsePlan(args)
+			if perr != nil {
+				return d.Errf("tenant_ratelimit: %v", perr)
 			}
+			for _, other := range rl.Plans {
+				if other.Name == p.Name {
+					return d.Errf("tenant_ratelimit: plan %s declared more than once", p.Name)
+				}
+			}
+			rl.Plans = append(rl.Plans, p)
 		default:
 			return d.Errf("tenant_ratelimit: unknown subdirective %q (expected one of: %s)", sub, strings.Join(subdirectives, ", "))
 		}
@@ -137,26 +139,27 @@ func parseTimeout(args []string) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
-// parsePlan reads "<name> <per_minute> <per_day> [burst <n>]".
+// parsePlan reads "<name> <per_minute> <per_day> [burst <n>]". Its errors
+// start with "plan" and, once known, the plan's name.
 func parsePlan(args []string) (Plan, error) {
-	const usage = "expected <name> <per_minute> <per_day> [burst <n>]"
+	const usage = "plan: expected <name> <per_minute> <per_day> [burst <n>]"
 	if len(args) != 3 && len(args) != 5 {
 		return Plan{}, errorf("%s, got %d arguments", usage, len(args))
 	}
 	p := Plan{Name: args[0]}
 	var err error
 	if p.PerMinute, err = parseCount("per_minute", args[1]); err != nil {
-		return p, err
+		return p, errorf("plan %s: %w", p.Name, err)
 	}
 	if p.PerDay, err = parseCount("per_day", args[2]); err != nil {
-		return p, err
+		return p, errorf("plan %s: %w", p.Name, err)
 	}
 	if len(args) == 5 {
 		if args[3] != "burst" {
 			return p, errorf("%s; got %q where burst was expected", usage, args[3])
 		}
 		if p.Burst, err = parseCount("burst", args[4]); err != nil {
-			return p, err
+			return p, errorf("plan %s: %w", p.Name, err)
 		}
 	}
 	return p, p.Validate()

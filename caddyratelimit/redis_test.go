@@ -179,7 +179,7 @@ func TestRedisLongOrganizationID(t *testing.T) {
 	if d := decide(t, l, long, NewPolicy("tiny", tinyLimits)); !d.Allowed {
 		t.Fatalf("long organization ID: %+v", d)
 	}
-	if l.keys(long+"y")[0] == keys[0] {
+	if l.keys(long + "y")[0] == keys[0] {
 		t.Fatal("two long IDs share a key")
 	}
 }

@@ -94,6 +94,9 @@ func (c redisConfig) options() (*redis.UniversalOptions, error) {
 	o.ContextTimeoutEnabled = true
 	o.MaxRetries = -1
 	o.DialTimeout = 2 * time.Second
+	// One dial attempt: a refused connection fails the call at once and the
+	// breaker's backoff does the retrying.
+	o.DialerRetries = 1
 	o.ReadTimeout = 2 * time.Second
 	o.WriteTimeout = 2 * time.Second
 	o.PoolTimeout = time.Second
