@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,19 +93,23 @@ func TestRateLimitTwoGatewaysShareRedis(t *testing.T) {
 		t.Errorf("daily counter %q, want 10 used", v)
 	}
 
-	// Metrics: decisions by plan, result and source, no organization label.
-	metrics := httpGet(t, "http://"+a.AdminAddr+"/metrics")
-	for _, want := range []string{
-		`tenantgate_ratelimit_decisions_total{plan="tiny",result="allowed",source="redis"}`,
-		`tenantgate_ratelimit_redis_duration_seconds_bucket`,
-		`tenantgate_ratelimit_fallback_active 0`,
-	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+	// Metrics: decisions by plan, result and source, no organization
+	// label; the two gateways' admissions add up to the 10.
+	allowed := 0.0
+	for _, g := range []*gatewayProcess{a, b} {
+		metrics := httpGet(t, "http://"+g.AdminAddr+"/metrics")
+		allowed += metricValue(metrics, `tenantgate_ratelimit_decisions_total{plan="tiny",result="allowed",source="redis"}`)
+		for _, want := range []string{`tenantgate_ratelimit_redis_duration_seconds_bucket`, `tenantgate_ratelimit_fallback_active 0`} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics of %s lack %s", g.URL, want)
+			}
+		}
+		if strings.Contains(metrics, org) {
+			t.Error("metrics carry the organization ID")
 		}
 	}
-	if strings.Contains(metrics, org) {
-		t.Error("metrics carry the organization ID")
+	if allowed != 10 {
+		t.Errorf("decisions_total allowed by redis = %v over both gateways, want 10", allowed)
 	}
 	// Access log: the decision on each line.
 	logs := a.Logs.String() + b.Logs.String()
@@ -303,6 +308,18 @@ func assertReady(t *testing.T, g *gatewayProcess, code int, redisStatus string) 
 	if resp.StatusCode != code || ready.Checks["redis"].Status != redisStatus {
 		t.Errorf("/health/ready = %d %s, want %d with redis %s", resp.StatusCode, body, code, redisStatus)
 	}
+}
+
+// metricValue returns the value of the series named exactly series in a
+// Prometheus text exposition, 0 when absent.
+func metricValue(exposition, series string) float64 {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }
 
 func httpGet(t *testing.T, url string) string {
