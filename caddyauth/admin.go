@@ -34,6 +34,8 @@ type APIKey struct {
 	Created  time.Time  `json:"created_at"`
 	Expires  *time.Time `json:"expires_at"`
 	Revoked  *time.Time `json:"revoked_at"`
+	// LastUsed mirrors api_keys.last_used_at, which the gateway does not
+	// record yet (always null for now).
 	LastUsed *time.Time `json:"last_used_at"`
 }
 
