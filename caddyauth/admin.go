@@ -25,15 +25,15 @@ type Organization struct {
 
 // APIKey is a key as the CLI shows it: never the key itself, never its hash.
 type APIKey struct {
-	ID       string     `json:"id"`
-	OrgID    string     `json:"organization_id"`
-	Name     string     `json:"name"`
-	Prefix   string     `json:"prefix"`
-	Plan     *string    `json:"plan_tier"` // the key's own plan; nil: the organization's
-	Status   string     `json:"status"`    // active, expired or revoked
-	Created  time.Time  `json:"created_at"`
-	Expires  *time.Time `json:"expires_at"`
-	Revoked  *time.Time `json:"revoked_at"`
+	ID      string     `json:"id"`
+	OrgID   string     `json:"organization_id"`
+	Name    string     `json:"name"`
+	Prefix  string     `json:"prefix"`
+	Plan    *string    `json:"plan_tier"` // the key's own plan; nil: the organization's
+	Status  string     `json:"status"`    // active, expired or revoked
+	Created time.Time  `json:"created_at"`
+	Expires *time.Time `json:"expires_at"`
+	Revoked *time.Time `json:"revoked_at"`
 	// LastUsed mirrors api_keys.last_used_at, which the gateway does not
 	// record yet (always null for now).
 	LastUsed *time.Time `json:"last_used_at"`

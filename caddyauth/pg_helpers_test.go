@@ -2,8 +2,6 @@ package caddyauth
 
 import (
 	"context"
-	"net"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenantgate/tenantgate/internal/faultproxy"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
@@ -132,25 +129,4 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// pgProxy starts a fault proxy in front of dsn's server and returns it
-// with the URL that goes through it.
-func pgProxy(t testing.TB, dsn string) (*faultproxy.Proxy, string) {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := u.Host
-	if u.Port() == "" {
-		target = net.JoinHostPort(u.Hostname(), "5432")
-	}
-	p, err := faultproxy.New(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	u.Host = p.Addr()
-	return p, u.String()
 }

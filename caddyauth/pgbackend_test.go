@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 func TestPGLookupReturnsTheKeysIdentity(t *testing.T) {
@@ -246,7 +247,7 @@ func TestPGOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	conn := pgConnect(t, dsn)
 	org := pgSeedOrg(t, conn, "basic")
 	used := pgSeedKey(t, conn, org.ID, 0)
-	proxy, viaProxy := pgProxy(t, dsn)
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := newFakeClock()
 	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{noBackground: true, now: clock.now})
 	ctx := context.Background()
@@ -279,7 +280,7 @@ func TestPGStartsWithPostgresDown(t *testing.T) {
 	dsn := pgMigratedDB(t)
 	conn := pgConnect(t, dsn)
 	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
-	proxy, viaProxy := pgProxy(t, dsn)
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
 	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{})
 	ctx := context.Background()
@@ -367,7 +368,7 @@ func TestPGResyncsAfterTheListenConnectionDies(t *testing.T) {
 	conn := pgConnect(t, dsn)
 	ctx := context.Background()
 	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
-	proxy, viaProxy := pgProxy(t, dsn)
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	s := testPGSettings()
 	s.cacheTTL = 24 * time.Hour
 	b := pgTestBackend(t, viaProxy, s, pgOptions{})

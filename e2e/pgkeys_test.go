@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenantgate/tenantgate/internal/faultproxy"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
@@ -90,27 +87,6 @@ func tenantCLIJSON(t *testing.T, dsn string, args ...string) pgCreated {
 	return v
 }
 
-// pgProxyFor starts a fault proxy in front of dsn's server and returns it
-// with the URL that goes through it.
-func pgProxyFor(t *testing.T, dsn string) (*faultproxy.Proxy, string) {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := u.Host
-	if u.Port() == "" {
-		target = net.JoinHostPort(u.Hostname(), "5432")
-	}
-	p, err := faultproxy.New(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	u.Host = p.Addr()
-	return p, u.String()
-}
-
 // callWithKey sends GET / with the key (none if "") and returns status and body.
 func callWithKey(t *testing.T, g *gatewayProcess, path, key string) (int, string) {
 	t.Helper()
@@ -174,7 +150,7 @@ func TestRevocationReachesTwoGateways(t *testing.T) {
 	dsn := pgKeyDB(t)
 	org := tenantCLIJSON(t, dsn, "org", "create", "--name", "Acme", "--plan", "premium")
 	key := tenantCLIJSON(t, dsn, "key", "create", "--org-id", org.ID, "--name", "ci")
-	proxy, viaProxy := pgProxyFor(t, dsn)
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	cfg := fmt.Sprintf(pgGatewayConfig, "")
 	g1 := startProcess(t, cfg, "DATABASE_URL="+viaProxy)
 	g2 := startProcess(t, cfg, "DATABASE_URL="+viaProxy)
@@ -212,7 +188,7 @@ func TestPostgresOutageKeepsCachedKeysAndAnswers503(t *testing.T) {
 	dsn := pgKeyDB(t)
 	org := tenantCLIJSON(t, dsn, "org", "create", "--name", "Acme")
 	used := tenantCLIJSON(t, dsn, "key", "create", "--org-id", org.ID, "--name", "used")
-	proxy, viaProxy := pgProxyFor(t, dsn)
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	g := startProcess(t, fmt.Sprintf(pgGatewayConfig, ""), "DATABASE_URL="+viaProxy)
 	waitForReady(t, g, "ok")
 	if code, body := callWithKey(t, g, "/", used.Key); code != http.StatusOK {
@@ -268,7 +244,7 @@ func TestReloadKeepsTheCacheAndLeaksNoConnections(t *testing.T) {
 	dsn := pgKeyDB(t)
 	org := tenantCLIJSON(t, dsn, "org", "create", "--name", "Acme")
 	key := tenantCLIJSON(t, dsn, "key", "create", "--org-id", org.ID, "--name", "ci")
-	proxy, viaProxy := pgProxyFor(t, dsn)
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	env := "DATABASE_URL=" + viaProxy
 	g := startProcess(t, fmt.Sprintf(pgGatewayConfig, "v0"), env)
 	waitForReady(t, g, "ok")
