@@ -11,7 +11,7 @@ var (
 	_ caddy.Provisioner           = (*TenantAuth)(nil)
 	_ caddy.CleanerUpper          = (*TenantAuth)(nil)
 	_ caddy.Destructor            = (*pgBackend)(nil)
-	_ KeyStore                    = (*pgBackend)(nil)
+	_ KeyStore                    = pgKeys{}
 	_ caddyhttp.MiddlewareHandler = (*TenantAuth)(nil)
 	_ caddyfile.Unmarshaler       = (*TenantAuth)(nil)
 )

@@ -109,14 +109,14 @@ func testPGSettings() pgSettings {
 }
 
 // pgTestBackend builds a store on dsn, destroyed at the end of the test.
-func pgTestBackend(t testing.TB, dsn string, s pgSettings, opts pgOptions) *pgBackend {
+func pgTestBackend(t testing.TB, dsn string, s pgSettings, opts pgOptions) pgKeys {
 	t.Helper()
 	b, err := newPGBackend(dsn, s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Destruct() })
-	return b
+	return pgKeys{pgBackend: b, metrics: newAuthMetricsUnregistered()}
 }
 
 // waitFor polls cond every 10 ms until it holds or timeout passes.

@@ -73,7 +73,6 @@ type pgBackend struct {
 	now       func() time.Time
 
 	settings atomic.Pointer[pgSettings]
-	metrics  atomic.Pointer[authMetrics]
 	keys     *shardedCache[keyEntry]
 	rejects  *shardedCache[rejection]
 	group    singleflight.Group
@@ -125,7 +124,7 @@ func newPGBackend(dsn string, s pgSettings, opts pgOptions) (*pgBackend, error) 
 	if b.now == nil {
 		b.now = time.Now
 	}
-	b.configure(s, nil)
+	b.configure(s)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.pool, err = pgxpool.NewWithConfig(b.ctx, cfg)
 	if err != nil {
@@ -140,16 +139,11 @@ func newPGBackend(dsn string, s pgSettings, opts pgOptions) (*pgBackend, error) 
 	return b, nil
 }
 
-// configure applies (new) settings and the metrics of the config that
-// provisioned the store last.
-func (b *pgBackend) configure(s pgSettings, m *authMetrics) {
+// configure applies (new) settings: the last config provisioned wins.
+func (b *pgBackend) configure(s pgSettings) {
 	b.settings.Store(&s)
 	b.keys.setSize(s.cacheSize)
 	b.rejects.setSize(s.negativeSize)
-	if m == nil {
-		m = newAuthMetricsUnregistered()
-	}
-	b.metrics.Store(m)
 }
 
 // Destruct stops the background work and closes every connection. It is
@@ -165,11 +159,21 @@ func (b *pgBackend) logger() *zap.Logger {
 	return caddy.Log().Named("http.handlers.tenant_auth.postgres").With(zap.String("database", b.target))
 }
 
-// Lookup implements KeyStore: cache first, Postgres on a miss, the stale
-// cache when Postgres fails. A cache hit takes one shard read lock and
-// allocates nothing.
-func (b *pgBackend) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, error) {
-	m := b.metrics.Load()
+// pgKeys is one config's view of a shared store: it counts in that
+// config's metrics registry.
+type pgKeys struct {
+	*pgBackend
+	metrics *authMetrics
+}
+
+// Lookup implements KeyStore.
+func (k pgKeys) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, error) {
+	return k.lookup(h, k.metrics)
+}
+
+// lookup is cache first, Postgres on a miss, the stale cache when Postgres
+// fails. A cache hit takes one shard read lock and allocates nothing.
+func (b *pgBackend) lookup(h KeyHash, m *authMetrics) (*tenant.Identity, error) {
 	now := b.now().UnixNano()
 	e, cached := b.keys.get(h)
 	if cached && now < e.fresh {
@@ -182,11 +186,11 @@ func (b *pgBackend) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, erro
 	}
 	m.cacheMiss.Inc()
 	if b.state.pausing(now) {
-		return b.stale(e, cached, now, errPostgresDown)
+		return stale(e, cached, now, errPostgresDown, m)
 	}
-	v, err, _ := b.group.Do(string(h[:]), func() (any, error) { return b.fetch(h) })
+	v, err, _ := b.group.Do(string(h[:]), func() (any, error) { return b.fetch(h, m) })
 	if err != nil {
-		return b.stale(e, cached, now, err)
+		return stale(e, cached, now, err, m)
 	}
 	res := v.(verdict)
 	if res.reject != nil {
@@ -197,9 +201,9 @@ func (b *pgBackend) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, erro
 
 // stale answers from an outdated cache entry when Postgres cannot
 // (stale-if-error), else fails with ErrStoreUnavailable (503, never 403).
-func (b *pgBackend) stale(e keyEntry, cached bool, now int64, cause error) (*tenant.Identity, error) {
+func stale(e keyEntry, cached bool, now int64, cause error, m *authMetrics) (*tenant.Identity, error) {
 	if cached {
-		b.metrics.Load().cacheStale.Inc()
+		m.cacheStale.Inc()
 		return e.check(now)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, cause)
@@ -208,11 +212,10 @@ func (b *pgBackend) stale(e keyEntry, cached bool, now int64, cause error) (*ten
 // fetch reads one key from Postgres and caches the verdict. Concurrent
 // misses for the same hash share one call (singleflight), which runs on
 // the store's context so that one client giving up does not fail the rest.
-func (b *pgBackend) fetch(h KeyHash) (verdict, error) {
+func (b *pgBackend) fetch(h KeyHash, m *authMetrics) (verdict, error) {
 	gen := b.gen(h)
 	ctx, cancel := context.WithTimeout(b.ctx, pgQueryTimeout)
 	defer cancel()
-	m := b.metrics.Load()
 	start := time.Now()
 	row, found, err := queryKey(ctx, b.pool, h)
 	m.pgLookup.Observe(time.Since(start).Seconds())

@@ -31,6 +31,7 @@ func (b *pgBackend) listenLoop() {
 	defer b.wg.Done()
 	backoff := listenMinBackoff
 	first := true
+	failures := 0 // since the last time the connection was up
 	for b.ctx.Err() == nil {
 		connected, err := b.listenOnce(&first)
 		b.state.listening.Store(false)
@@ -38,10 +39,13 @@ func (b *pgBackend) listenLoop() {
 			return
 		}
 		if connected {
-			backoff = listenMinBackoff
-			b.logger().Warn("lost the LISTEN connection; reconnecting", zap.Error(err))
+			backoff, failures = listenMinBackoff, 0
+		}
+		// The first failure of a streak is a warning; the retries are not.
+		if failures++; failures == 1 {
+			b.logger().Warn("PostgreSQL key store unavailable or LISTEN connection lost; retrying with backoff", zap.Error(err))
 		} else {
-			b.logger().Debug("cannot (re)connect the LISTEN connection", zap.Error(err), zap.Duration("retry_in", backoff))
+			b.logger().Debug("PostgreSQL key store still unavailable", zap.Error(err), zap.Duration("retry_in", backoff))
 		}
 		wait := backoff/2 + rand.N(backoff/2+1) // jitter: instances do not reconnect in step
 		select {

@@ -10,7 +10,7 @@ var pgBackends = caddy.NewUsagePool()
 
 // acquirePGBackend returns the shared store for dsn, creating it if needed,
 // and applies the settings of the config being provisioned.
-func acquirePGBackend(dsn string, s pgSettings, m *authMetrics) (*pgBackend, error) {
+func acquirePGBackend(dsn string, s pgSettings) (*pgBackend, error) {
 	val, _, err := pgBackends.LoadOrNew(dsn, func() (caddy.Destructor, error) {
 		return newPGBackend(dsn, s, pgOptions{})
 	})
@@ -18,7 +18,7 @@ func acquirePGBackend(dsn string, s pgSettings, m *authMetrics) (*pgBackend, err
 		return nil, err
 	}
 	b := val.(*pgBackend)
-	b.configure(s, m)
+	b.configure(s)
 	return b, nil
 }
 

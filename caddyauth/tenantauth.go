@@ -107,12 +107,12 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	if a.dsn == "" {
 		return nil
 	}
-	backend, err := acquirePGBackend(a.dsn, settings, a.metrics)
+	backend, err := acquirePGBackend(a.dsn, settings)
 	if err != nil {
 		a.dsn = ""
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	a.dynamic = backend
+	a.dynamic = pgKeys{pgBackend: backend, metrics: a.metrics}
 	health, err := tenant.HealthFromContext(ctx)
 	if err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
