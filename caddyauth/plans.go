@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// BuiltinPlans are the plans tenant_ratelimit knows without configuration.
+// builtinPlans are the plans tenant_ratelimit knows without configuration.
 var builtinPlans = []string{"basic", "premium", "enterprise"}
 
 // PlansEnv names extra plans (declared with `plan` lines in the Caddyfile's
