@@ -57,18 +57,22 @@ func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 
 	token, perr := ParseBearer(r.Header["Authorization"])
 	if perr != nil {
+		a.metrics.countResult(resultUnauthorized)
 		w.Header()["Www-Authenticate"] = wwwAuthenticate
 		return tenant.WriteError(w, http.StatusUnauthorized, perr.Error(), nil, rid)
 	}
 
-	id, lerr := a.lookup(r.Context(), HashKey(token))
+	id, lerr := a.lookup(r.Context(), token)
 	if lerr != nil {
 		if IsRejection(lerr) {
+			a.metrics.countResult(resultForbidden)
 			return tenant.WriteError(w, http.StatusForbidden, rejectionMessage(lerr), nil, rid)
 		}
-		a.logger.Error("key lookup failed", zap.String("request_id", rid), zap.Error(lerr))
+		a.metrics.countResult(resultUnavailable)
+		a.logger.Warn("key lookup failed", zap.String("request_id", rid), zap.Error(lerr))
 		return tenant.WriteError(w, http.StatusServiceUnavailable, "authentication temporarily unavailable", nil, rid)
 	}
+	a.metrics.countResult(resultOK)
 
 	tenant.Authenticated(r, &scope.tenant, id)
 	scope.setHeader(r.Header, orgIDKey, 2, id.OrgID)
