@@ -1,6 +1,7 @@
 package caddyauth
 
 import (
+	"hash/crc32"
 	"strings"
 	"testing"
 	"time"
@@ -74,10 +75,43 @@ func TestWellFormedKey(t *testing.T) {
 			t.Fatalf("generated key %q is not well formed", k)
 		}
 	}
+	// The same shape with a wrong checksum: change one random character.
+	k, err := GenerateKey(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := []byte(k)
+	if flipped[10] == 'a' {
+		flipped[10] = 'b'
+	} else {
+		flipped[10] = 'a'
+	}
+	if WellFormedKey(string(flipped)) {
+		t.Errorf("a key with one character changed passes the checksum")
+	}
+	// Made-up keys of the right shape fail the checksum (false accept
+	// rate 2^-32 each), so a flood of them never reaches Postgres.
+	body := make([]byte, KeyBodyLen)
+	for i := range 10000 {
+		for j := range body {
+			body[j] = base62[(i*7+j*13+i*j)%62]
+		}
+		if WellFormedKey(LiveKeyPrefix + string(body)) {
+			t.Fatalf("made-up key %d passes the checksum", i)
+		}
+	}
 	for _, bad := range []string{"", "sk_test_abc123", "sk_live_" + strings.Repeat("a", 31), "sk_live_" + strings.Repeat("a", 33),
 		"pk_live_" + strings.Repeat("a", 32), "sk_live_" + strings.Repeat("a", 31) + "-", "SK_LIVE_" + strings.Repeat("a", 32)} {
 		if WellFormedKey(bad) {
 			t.Errorf("WellFormedKey(%q) = true", bad)
+		}
+	}
+}
+
+func TestChecksumIsCRC32(t *testing.T) {
+	for _, s := range []string{"", "a", "sk_live_0123456789abcdefghijklmnop", strings.Repeat("xyz", 50)} {
+		if got, want := checksum(s), crc32.ChecksumIEEE([]byte(s)); got != want {
+			t.Errorf("checksum(%q) = %08x, want %08x", s, got, want)
 		}
 	}
 }
@@ -92,7 +126,7 @@ func TestGenerateKeyIsUniform(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := len(LiveKeyPrefix); i < len(k); i++ {
+		for i := len(LiveKeyPrefix); i < len(LiveKeyPrefix)+KeyRandomLen; i++ {
 			counts[k[i]]++
 		}
 	}

@@ -63,3 +63,18 @@ func BenchmarkPGMissLookup(b *testing.B) {
 	b.ReportMetric(float64(durations[len(durations)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(durations[len(durations)*99/100].Microseconds()), "p99-µs")
 }
+
+// BenchmarkWellFormedKey measures the shape and checksum check every
+// database-shaped token passes before any lookup.
+func BenchmarkWellFormedKey(b *testing.B) {
+	key, err := GenerateKey(false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !WellFormedKey(key) {
+			b.Fatal("generated key not well formed")
+		}
+	}
+}
