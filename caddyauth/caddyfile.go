@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -28,9 +29,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    keys        [<key:org_id:plan>[,<key:org_id:plan>…]]
 //	    key         <key> <org_id> <plan>
 //	    forward_key [true|false]
+//	    database_url        [<url>]
+//	    cache_ttl           <duration>
+//	    negative_cache_ttl  <duration>
+//	    refresh_interval    <duration>
+//	    cache_size          <entries>
+//	    negative_cache_size <entries>
 //	}
 //
 // keys takes the VALID_API_KEYS format and may be empty; key is repeatable.
+// database_url may be empty (static keys only).
 func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -61,6 +69,32 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.ForwardKey = v
+		case "database_url":
+			args := d.RemainingArgs()
+			if len(args) > 1 {
+				return d.Errf("tenant_auth: database_url: expected one URL, got %d arguments", len(args))
+			}
+			a.DatabaseURL = strings.Join(args, "")
+		case "cache_ttl":
+			if err := parseDuration(d, &a.CacheTTL); err != nil {
+				return err
+			}
+		case "negative_cache_ttl":
+			if err := parseDuration(d, &a.NegativeCacheTTL); err != nil {
+				return err
+			}
+		case "refresh_interval":
+			if err := parseDuration(d, &a.RefreshInterval); err != nil {
+				return err
+			}
+		case "cache_size":
+			if err := parseSize(d, &a.CacheSize); err != nil {
+				return err
+			}
+		case "negative_cache_size":
+			if err := parseSize(d, &a.NegativeCacheSize); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("tenant_auth: unknown subdirective %q (expected one of: %s)", sub, strings.Join(subdirectives, ", "))
 		}
@@ -69,7 +103,41 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // subdirectives lists what tenant_auth accepts, for error messages.
-var subdirectives = []string{"keys", "key", "forward_key"}
+var subdirectives = []string{"keys", "key", "forward_key", "database_url", "cache_ttl",
+	"negative_cache_ttl", "refresh_interval", "cache_size", "negative_cache_size"}
+
+// parseDuration reads "<name> <duration>"; the duration must be positive.
+func parseDuration(d *caddyfile.Dispenser, into *caddy.Duration) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("tenant_auth: %s: expected one duration (e.g. 15m), got %d arguments", name, len(args))
+	}
+	dur, err := caddy.ParseDuration(args[0])
+	if err != nil || dur <= 0 {
+		return d.Errf("tenant_auth: %s: expected a positive duration such as 30s or 15m, got %q", name, args[0])
+	}
+	*into = caddy.Duration(dur)
+	return nil
+}
+
+// maxCacheSize bounds cache_size and negative_cache_size (memory).
+const maxCacheSize = 10_000_000
+
+// parseSize reads "<name> <entries>": a whole number from 1 to maxCacheSize.
+func parseSize(d *caddyfile.Dispenser, into *int) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("tenant_auth: %s: expected one number of entries, got %d arguments", name, len(args))
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 || n > maxCacheSize {
+		return d.Errf("tenant_auth: %s: expected a number of entries from 1 to %d, got %q", name, maxCacheSize, args[0])
+	}
+	*into = n
+	return nil
+}
 
 // parseOptionalBool reads "<name> [true|false]"; a bare name means true.
 func parseOptionalBool(d *caddyfile.Dispenser) (bool, error) {

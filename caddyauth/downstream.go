@@ -20,10 +20,6 @@ type trackingWriter struct {
 	started bool
 }
 
-func newTrackingWriter(w http.ResponseWriter) *trackingWriter {
-	return &trackingWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
-}
-
 // WriteHeader implements http.ResponseWriter.
 func (w *trackingWriter) WriteHeader(status int) {
 	if status >= 200 || status == http.StatusSwitchingProtocols {

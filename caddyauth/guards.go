@@ -9,6 +9,9 @@ import (
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*TenantAuth)(nil)
+	_ caddy.CleanerUpper          = (*TenantAuth)(nil)
+	_ caddy.Destructor            = (*pgBackend)(nil)
+	_ KeyStore                    = pgKeys{}
 	_ caddyhttp.MiddlewareHandler = (*TenantAuth)(nil)
 	_ caddyfile.Unmarshaler       = (*TenantAuth)(nil)
 )

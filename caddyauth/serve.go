@@ -20,37 +20,69 @@ const (
 // wwwAuthenticate is sent with every 401 (RFC 6750 §3).
 var wwwAuthenticate = []string{`Bearer realm="api"`}
 
+// requestScope is tenant_auth's per-request state, allocated once: the
+// tenant state handed to later handlers, the downstream response writer,
+// and the backing array of the header values it sets.
+type requestScope struct {
+	tenant tenant.Request
+	writer trackingWriter
+	// headerValues backs X-Request-ID (request and response),
+	// X-Organization-ID and X-Plan-Tier; each is a separate one-element
+	// slice, so appending to or rewriting one never touches another.
+	headerValues [4]string
+}
+
+// setHeader sets h[key] to a one-element slice of the scope's backing array.
+func (s *requestScope) setHeader(h http.Header, key string, slot int, value string) {
+	s.headerValues[slot] = value
+	h[key] = s.headerValues[slot : slot+1 : slot+1]
+}
+
+// Canonical forms of the header names the hot path writes directly.
+const (
+	requestIDKey = "X-Request-Id"
+	orgIDKey     = "X-Organization-Id"
+	planKey      = "X-Plan-Tier"
+)
+
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
-	rid := tenant.RequestIDFor(r.Header.Get(tenant.RequestIDHeader))
-	r.Header.Set(tenant.RequestIDHeader, rid)
-	w.Header().Set(tenant.RequestIDHeader, rid)
-	tenant.AttachRequestID(r, rid)
+	scope := &requestScope{}
+	rid := tenant.RequestIDFor(headerValue(r.Header, requestIDKey))
+	scope.tenant.ID = rid
+	scope.setHeader(r.Header, requestIDKey, 0, rid)
+	scope.setHeader(w.Header(), requestIDKey, 1, rid)
+	tenant.Attach(r, &scope.tenant)
 	stripIdentityHeaders(r.Header)
 
 	token, perr := ParseBearer(r.Header["Authorization"])
 	if perr != nil {
+		a.metrics.countResult(resultUnauthorized)
 		w.Header()["Www-Authenticate"] = wwwAuthenticate
 		return tenant.WriteError(w, http.StatusUnauthorized, perr.Error(), nil, rid)
 	}
 
-	id, lerr := a.lookup(r.Context(), HashKey(token))
+	id, lerr := a.lookup(r.Context(), token)
 	if lerr != nil {
 		if IsRejection(lerr) {
+			a.metrics.countResult(resultForbidden)
 			return tenant.WriteError(w, http.StatusForbidden, rejectionMessage(lerr), nil, rid)
 		}
-		a.logger.Error("key lookup failed", zap.String("request_id", rid), zap.Error(lerr))
+		a.metrics.countResult(resultUnavailable)
+		a.logger.Warn("key lookup failed", zap.String("request_id", rid), zap.Error(lerr))
 		return tenant.WriteError(w, http.StatusServiceUnavailable, "authentication temporarily unavailable", nil, rid)
 	}
+	a.metrics.countResult(resultOK)
 
-	tenant.AttachIdentity(r, id)
-	r.Header.Set(OrgIDHeader, id.OrgID)
-	r.Header.Set(PlanHeader, id.Plan)
+	tenant.Authenticated(r, &scope.tenant, id)
+	scope.setHeader(r.Header, orgIDKey, 2, id.OrgID)
+	scope.setHeader(r.Header, planKey, 3, id.Plan)
 	if !a.ForwardKey {
 		delete(r.Header, "Authorization")
 	}
 
-	tw := newTrackingWriter(w)
+	tw := &scope.writer
+	tw.ResponseWriter = w
 	defer func() {
 		if rec := recover(); rec != nil {
 			err = a.recovered(tw, rec, rid)
@@ -60,6 +92,14 @@ func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return a.renderError(tw, herr, rid)
 	}
 	return nil
+}
+
+// headerValue is h.Get for a canonical key, without re-canonicalising it.
+func headerValue(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // rejectionMessage is the client-facing message for a 403.

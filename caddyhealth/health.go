@@ -22,7 +22,8 @@ import (
 func init() {
 	caddy.RegisterModule(Health{})
 	httpcaddyfile.RegisterHandlerDirective("tenant_health", parseCaddyfile)
-	httpcaddyfile.RegisterDirectiveOrder("tenant_health", httpcaddyfile.Before, "respond")
+	// Before any auth, so health probes never need a key.
+	httpcaddyfile.RegisterDirectiveOrder("tenant_health", httpcaddyfile.Before, "basic_auth")
 }
 
 // Health answers the health endpoints. It is terminal: it never calls the

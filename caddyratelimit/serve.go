@@ -23,16 +23,18 @@ type limitDetails struct {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ctx := r.Context()
-	id := tenant.FromContext(ctx)
+	var id *tenant.Identity
+	var rid string
+	if tr := tenant.RequestFromContext(ctx); tr != nil {
+		id, rid = tr.Identity, tr.ID
+	}
 	if id == nil {
-		rid := tenant.RequestIDFromContext(ctx)
 		rl.logger.Error("request reached tenant_ratelimit without a tenant identity: tenant_auth must run before it in the same route",
 			zap.String("request_id", rid), zap.String("uri", r.RequestURI))
 		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: rate limiter is misconfigured", nil, rid)
 	}
 	p := rl.policies.lookup(id)
 	if p == nil {
-		rid := tenant.RequestIDFromContext(ctx)
 		rl.logger.Error("no rate-limit plan for the organization's plan tier; add a plan line to tenant_ratelimit",
 			zap.String("request_id", rid), zap.String("organization_id", id.OrgID), zap.String("plan", id.Plan))
 		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: no rate limits configured for plan "+strconv.Quote(id.Plan), nil, rid)
@@ -40,7 +42,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 
 	d, err := rl.limiter.Allow(ctx, id.OrgID, p)
 	if err != nil {
-		return rl.unavailable(w, r, p, err)
+		return rl.unavailable(w, r, p, err, rid)
 	}
 	h := w.Header()
 	if d.Source == SourceFailOpen {
@@ -60,11 +62,11 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if d.Allowed {
 		return next.ServeHTTP(w, r)
 	}
-	return rl.tooMany(w, r, p, &d)
+	return rl.tooMany(w, p, &d, rid)
 }
 
 // tooMany answers 429 with Retry-After and the envelope's details.
-func (rl *RateLimit) tooMany(w http.ResponseWriter, r *http.Request, p *Policy, d *Decision) error {
+func (rl *RateLimit) tooMany(w http.ResponseWriter, p *Policy, d *Decision, rid string) error {
 	l := p.Limits
 	retry := d.RetryAfter(l)
 	kind := d.LimitType(l)
@@ -80,12 +82,12 @@ func (rl *RateLimit) tooMany(w http.ResponseWriter, r *http.Request, p *Policy, 
 		ResetAt:    string(appendRFC3339(nil, d.Now/usPerSecond+retry)),
 		RetryAfter: retry,
 	}
-	return tenant.WriteError(w, http.StatusTooManyRequests, msg, details, tenant.RequestIDFromContext(r.Context()))
+	return tenant.WriteError(w, http.StatusTooManyRequests, msg, details, rid)
 }
 
 // unavailable answers a request the limiter could not decide: 503 (Redis
 // down under on_redis_error deny), never 429 or 403.
-func (rl *RateLimit) unavailable(w http.ResponseWriter, r *http.Request, p *Policy, err error) error {
+func (rl *RateLimit) unavailable(w http.ResponseWriter, r *http.Request, p *Policy, err error, rid string) error {
 	retry := int64(1)
 	var ue *UnavailableError
 	if errors.As(err, &ue) {
@@ -96,7 +98,7 @@ func (rl *RateLimit) unavailable(w http.ResponseWriter, r *http.Request, p *Poli
 	p.counters.inc(resultUnavailable, SourceRedis)
 	logDecision(r, resultUnavailable, SourceRedis)
 	w.Header()[hdrRetryAfter] = []string{strconv.FormatInt(retry, 10)}
-	return tenant.WriteError(w, http.StatusServiceUnavailable, "rate limiter temporarily unavailable", nil, tenant.RequestIDFromContext(r.Context()))
+	return tenant.WriteError(w, http.StatusServiceUnavailable, "rate limiter temporarily unavailable", nil, rid)
 }
 
 // logDecision adds the decision to the request's access-log line.

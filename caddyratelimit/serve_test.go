@@ -44,9 +44,10 @@ func request(id *tenant.Identity) *http.Request {
 	ctx := context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{})
 	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, extra)
 	r = r.WithContext(ctx)
-	tenant.AttachRequestID(r, "req-1")
+	tr := &tenant.Request{ID: "req-1"}
+	tenant.Attach(r, tr)
 	if id != nil {
-		tenant.AttachIdentity(r, id)
+		tenant.Authenticated(r, tr, id)
 	}
 	return r
 }

@@ -23,14 +23,18 @@ const (
 )
 
 // globalOptions starts every e2e Caddyfile: caddytest requires its admin
-// address, and the fixed ports keep runs reproducible.
-const globalOptions = `{
+// address, and the fixed ports keep runs reproducible. extra is inserted
+// into the block (e.g. a named log).
+func globalOptions(extra string) string {
+	return `{
 	admin localhost:2999
 	http_port 18081
 	https_port 18443
 	grace_period 1ns
+` + extra + `
 }
 `
+}
 
 // startGateway loads a Caddyfile (the global options block is prepended)
 // into the in-process Caddy. caddytest only marks a failed load and skips
@@ -38,13 +42,19 @@ const globalOptions = `{
 // under CI=true, a skip is a failure.
 func startGateway(t *testing.T, caddyfile string) *caddytest.Tester {
 	t.Helper()
+	return startGatewayWithGlobals(t, "", caddyfile)
+}
+
+// startGatewayWithGlobals is startGateway with extra global options.
+func startGatewayWithGlobals(t *testing.T, globals, caddyfile string) *caddytest.Tester {
+	t.Helper()
 	t.Cleanup(func() {
 		if t.Skipped() && os.Getenv("CI") == "true" {
 			t.Errorf("e2e test skipped under CI=true: caddytest could not start Caddy")
 		}
 	})
 	tester := caddytest.NewTester(t)
-	tester.InitServer(globalOptions+caddyfile, "caddyfile")
+	tester.InitServer(globalOptions(globals)+caddyfile, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

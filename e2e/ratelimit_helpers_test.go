@@ -179,3 +179,6 @@ func checkResetDay(t *testing.T, r rlResponse) {
 }
 
 func asString(v any) string { s, _ := v.(string); return s }
+
+// httpClient is a plain client with a timeout.
+func httpClient() *http.Client { return &http.Client{Timeout: 10 * time.Second} }

@@ -19,33 +19,40 @@ const (
 	placeholderAuthUserID = "http.auth.user.id"
 )
 
-// AttachRequestID records the request's ID for later handlers (request
-// variable), Caddyfile placeholders and the access log.
-func AttachRequestID(r *http.Request, rid string) {
+// Attach records the request's tenant state for later handlers (request
+// variable), the {tenant.request_id} placeholder and the access log (one
+// field that also covers the identity once Authenticated sets it).
+func Attach(r *http.Request, tr *Request) {
 	ctx := r.Context()
-	boxed := any(rid)
-	caddyhttp.SetVar(ctx, requestIDVar, boxed)
+	caddyhttp.SetVar(ctx, requestVar, tr)
 	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set(PlaceholderRequestID, boxed)
+		repl.Set(PlaceholderRequestID, tr.ID)
 	}
 	if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("request_id", rid))
+		extra.Add(zap.Inline(tr))
 	}
 }
 
-// AttachIdentity records the authenticated identity for later handlers,
-// placeholders and the access log. It allocates nothing beyond the
-// access-log field slot.
-func AttachIdentity(r *http.Request, id *Identity) {
-	ctx := r.Context()
-	caddyhttp.SetVar(ctx, identityVar, id)
-	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+// Authenticated sets the identity of an attached request and its
+// placeholders. It allocates nothing: the identity's strings are pre-boxed.
+func Authenticated(r *http.Request, tr *Request, id *Identity) {
+	tr.Identity = id
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set(PlaceholderOrgID, id.orgAny)
 		repl.Set(PlaceholderPlan, id.planAny)
 		repl.Set(PlaceholderKeyID, id.keyAny)
 		repl.Set(placeholderAuthUserID, id.keyAny)
 	}
-	if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.Inline(id))
+}
+
+// AttachIdentity attaches id to a request, creating its tenant state if
+// tenant_auth has not; for handlers and tests that authenticate by other
+// means.
+func AttachIdentity(r *http.Request, id *Identity) {
+	tr := RequestFromContext(r.Context())
+	if tr == nil {
+		tr = &Request{ID: r.Header.Get(RequestIDHeader)}
+		Attach(r, tr)
 	}
+	Authenticated(r, tr, id)
 }

@@ -7,13 +7,10 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Names of the Caddy request variables through which tenant_auth hands the
-// request's identity and ID to later handlers. They live in Caddy's per-request
-// variable table so that no request copy is needed to pass them on.
-const (
-	identityVar  = "tenant.identity"
-	requestIDVar = "tenant.request_id"
-)
+// requestVar names the Caddy request variable through which tenant_auth
+// hands the request's tenant state to later handlers. It lives in Caddy's
+// per-request variable table, so no request copy is needed to pass it on.
+const requestVar = "tenant.request"
 
 // LimitOverrides are per-organization limits from the key store. A zero
 // PerMinute or PerDay means "use the plan's"; Burst applies only when BurstSet.
@@ -53,23 +50,48 @@ func NewIdentity(orgID, plan, keyID string, limits LimitOverrides) *Identity {
 	}
 }
 
-// MarshalLogObject adds the identity's access-log fields. Used with zap.Inline
-// so that one ExtraLogFields entry carries all of them.
-func (id *Identity) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("organization_id", id.OrgID)
-	enc.AddString("plan_tier", id.Plan)
-	enc.AddString("key_id", id.KeyID)
+// Request is one request's tenant state: its ID and, once authenticated,
+// its identity. tenant_auth allocates it (together with its own per-request
+// state) and attaches it with Attach.
+type Request struct {
+	// ID is the request ID (X-Request-ID).
+	ID string
+	// Identity is nil until the key is accepted.
+	Identity *Identity
+}
+
+// MarshalLogObject adds the access-log fields: request_id and, once
+// authenticated, organization_id, plan_tier and key_id. It is read when the
+// access log is written, so fields set after Attach are logged too.
+func (r *Request) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("request_id", r.ID)
+	if id := r.Identity; id != nil {
+		enc.AddString("organization_id", id.OrgID)
+		enc.AddString("plan_tier", id.Plan)
+		enc.AddString("key_id", id.KeyID)
+	}
 	return nil
 }
 
-// FromContext returns the identity tenant_auth attached to the request, or nil.
+// RequestFromContext returns the tenant state tenant_auth attached, or nil.
+func RequestFromContext(ctx context.Context) *Request {
+	r, _ := caddyhttp.GetVar(ctx, requestVar).(*Request)
+	return r
+}
+
+// FromContext returns the identity tenant_auth attached to the request, or
+// nil when the request is not authenticated.
 func FromContext(ctx context.Context) *Identity {
-	id, _ := caddyhttp.GetVar(ctx, identityVar).(*Identity)
-	return id
+	if r := RequestFromContext(ctx); r != nil {
+		return r.Identity
+	}
+	return nil
 }
 
 // RequestIDFromContext returns the request ID tenant_auth assigned, or "".
 func RequestIDFromContext(ctx context.Context) string {
-	rid, _ := caddyhttp.GetVar(ctx, requestIDVar).(string)
-	return rid
+	if r := RequestFromContext(ctx); r != nil {
+		return r.ID
+	}
+	return ""
 }

@@ -1,0 +1,220 @@
+package caddyauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/spf13/cobra"
+)
+
+// DatabaseURLEnv is read when --database-url is not given.
+const DatabaseURLEnv = "DATABASE_URL"
+
+// cliTimeout bounds one CLI command's work against the database.
+const cliTimeout = 30 * time.Second
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "tenant",
+		Usage: "<migrate|org|key> …",
+		Short: "Manages Tenantgate's organizations and API keys in PostgreSQL",
+		Long: `
+Manages the PostgreSQL key database that tenant_auth reads (database_url).
+
+  caddy tenant migrate
+  caddy tenant org create --name N [--plan P] [--per-minute N --per-day N --burst N] [--json]
+  caddy tenant org list [--json]
+  caddy tenant org disable ID [--json]
+  caddy tenant key create --org-id ID --name N [--plan P] [--expires-in DUR] [--test] [--json]
+  caddy tenant key list --org-id ID [--json]
+  caddy tenant key revoke ID [--json]
+  caddy tenant key rotate ID [--grace DUR] [--expires-in DUR] [--json]
+
+The database is --database-url, else $DATABASE_URL. Plans are basic,
+premium and enterprise plus the comma-separated --allowed-plans (else
+$TENANT_PLANS), for plans declared in the Caddyfile's tenant_ratelimit.
+A key is printed once, at creation; only its SHA-256 and its first 12
+characters are stored. Errors exit non-zero with one line, and write nothing.
+`,
+		CobraFunc: buildTenantCommand,
+	})
+}
+
+// buildTenantCommand adds the subcommands to the `tenant` command.
+func buildTenantCommand(cmd *cobra.Command) {
+	cmd.PersistentFlags().String("database-url", "", "PostgreSQL URL (default $"+DatabaseURLEnv+")")
+	cmd.PersistentFlags().String("allowed-plans", "", "extra plan names, comma-separated (default $"+PlansEnv+")")
+	cmd.AddCommand(&cobra.Command{
+		Use:   "migrate",
+		Short: "Creates or upgrades the key database schema (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE:  runMigrate,
+	})
+	cmd.AddCommand(orgCommand(), keyCommand())
+}
+
+func runMigrate(cmd *cobra.Command, _ []string) error {
+	cfg, err := connConfig(cmd)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cliContext()
+	defer cancel()
+	res, err := Migrate(ctx, cfg)
+	if err != nil {
+		return dbError(err)
+	}
+	out := cmd.OutOrStdout()
+	for _, name := range res.Applied {
+		fmt.Fprintf(out, "applied %s\n", name)
+	}
+	if len(res.Applied) == 0 {
+		fmt.Fprintf(out, "schema is up to date (version %d)\n", res.Version)
+	} else {
+		fmt.Fprintf(out, "schema is at version %d\n", res.Version)
+	}
+	return nil
+}
+
+// connConfig reads the database URL from --database-url or DATABASE_URL.
+func connConfig(cmd *cobra.Command) (*pgx.ConnConfig, error) {
+	dsn, _ := cmd.Flags().GetString("database-url")
+	if dsn == "" {
+		dsn = os.Getenv(DatabaseURLEnv)
+	}
+	if dsn == "" {
+		return nil, fmt.Errorf("no database: give --database-url or set %s", DatabaseURLEnv)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = pgConnectTimeout
+	}
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = "tenantgate-cli"
+	}
+	return cfg, nil
+}
+
+// withDB connects, runs f and closes the connection.
+func withDB(cmd *cobra.Command, f func(ctx context.Context, conn *pgx.Conn) error) error {
+	cfg, err := connConfig(cmd)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cliContext()
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return dbError(fmt.Errorf("cannot connect to PostgreSQL: %w", err))
+	}
+	defer conn.Close(context.Background())
+	return dbError(f(ctx, conn))
+}
+
+// cliContext is cancelled by Ctrl-C or after cliTimeout.
+func cliContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
+	return ctx, func() { cancel(); stop() }
+}
+
+// dbError explains the database errors an operator can fix, and puts
+// every error on one line (pgx lists each connection attempt on its own).
+func dbError(err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
+		return errors.New("the database has no Tenantgate schema: run `caddy tenant migrate` first")
+	}
+	var parts []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !slices.Contains(parts, line) {
+			parts = append(parts, line)
+		}
+	}
+	return errors.New(strings.Join(parts, " "))
+}
+
+// plans is the set of plans the CLI accepts.
+func plans(cmd *cobra.Command) (planSet, error) {
+	extra, _ := cmd.Flags().GetString("allowed-plans")
+	if extra == "" {
+		extra = os.Getenv(PlansEnv)
+	}
+	return newPlanSet(extra)
+}
+
+// parseID checks that arg is a UUID. The value is not echoed: it may be a
+// key pasted by mistake.
+func parseID(what, arg string) (string, error) {
+	id, err := uuid.Parse(arg)
+	if err != nil {
+		return "", fmt.Errorf("malformed %s: want a UUID such as 0b9d8a9e-5c1f-4f7e-9a51-2f3c4d5e6f70", what)
+	}
+	return id.String(), nil
+}
+
+// maxNameLen bounds organization and key names (the schema checks it too).
+const maxNameLen = 200
+
+// cleanName trims a name and checks it: 1-200 bytes, no control characters.
+func cleanName(what, name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" || len(name) > maxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return "", fmt.Errorf("--name: the %s name must be 1-%d printable characters", what, maxNameLen)
+	}
+	return name, nil
+}
+
+// durationFlag reads a duration flag (Caddy syntax: 720h, 30d) that must be
+// positive, or zero if allowZero.
+func durationFlag(cmd *cobra.Command, name string, allowZero bool) (time.Duration, error) {
+	s, _ := cmd.Flags().GetString(name)
+	if s == "" {
+		return 0, nil
+	}
+	d, err := caddy.ParseDuration(s)
+	if err != nil || d < 0 || (d == 0 && !allowZero) {
+		return 0, fmt.Errorf("--%s: expected a positive duration such as 720h or 30d, got %q", name, s)
+	}
+	return d, nil
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func jsonFlag(cmd *cobra.Command) bool {
+	v, _ := cmd.Flags().GetBool("json")
+	return v
+}
+
+// formatTime shows an optional timestamp in UTC, or alt when absent.
+func formatTime(t *time.Time, alt string) string {
+	if t == nil {
+		return alt
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: what Tenantgate costs on top of a bare Caddy
+# reverse_proxy. Builds the gateway and a tiny backend, starts one Caddy
+# with one site per configuration, all proxying to the same backend:
+#
+#   bare            reverse_proxy only
+#   auth            tenant_auth (static key) + reverse_proxy
+#   auth+local      + tenant_ratelimit, in process
+#   auth+redis      + tenant_ratelimit on Redis     (REDIS_ADDR, or a private redis-server)
+#   auth+redis+db   + database_url, a key from Postgres (only when DATABASE_URL is set)
+#
+# and runs wrk against each, interleaved (bare, auth, …, bare, auth, …) for
+# several rounds. It prints requests/s, p50 and p99 latency (medians over
+# the rounds) and each site's ratio to `bare` measured in the same round.
+# Plan limits are high enough that nothing is denied.
+#
+# Usage: scripts/bench.sh [-d duration] [-c connections] [-t wrk_threads] [-r rounds]
+#   defaults: -d 5s -c 32 -t 2 -r 3   (under 2 minutes on 2 cores)
+# Environment: REDIS_ADDR (host:port), DATABASE_URL, BENCH_CPUPROFILE=<file>
+# (a 10 s CPU profile of the auth+redis site under load, from Caddy's admin
+# pprof endpoint).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=5s connections=32 threads=2 rounds=3
+while getopts "d:c:t:r:h" opt; do
+	case $opt in
+	d) duration=$OPTARG ;;
+	c) connections=$OPTARG ;;
+	t) threads=$OPTARG ;;
+	r) rounds=$OPTARG ;;
+	*)
+		sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+		exit 2
+		;;
+	esac
+done
+
+die() { echo "bench: $*" >&2; exit 1; }
+command -v wrk >/dev/null || die "wrk is not installed; on Debian/Ubuntu: sudo apt-get install -y wrk"
+command -v go >/dev/null || die "go is not installed"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tenantgate-bench.XXXXXX")
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+next_port=${BENCH_BASE_PORT:-19100}
+alloc_port() { # prints a free port
+	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+	echo "$next_port"
+	next_port=$((next_port + 1))
+}
+wait_port() { # wait_port <port> <what>
+	for _ in $(seq 1 200); do
+		port_free "$1" || return 0
+		sleep 0.05
+	done
+	die "$2 did not start on port $1"
+}
+
+echo "bench: building the gateway and the backend" >&2
+go build -o "$work/caddy" ./cmd/caddy
+go build -o "$work/backend" ./scripts/benchbackend
+
+backend_port=$(alloc_port)
+"$work/backend" -addr "127.0.0.1:$backend_port" &
+pids+=($!)
+wait_port "$backend_port" backend
+
+# Redis: REDIS_ADDR when it answers, else a private redis-server.
+redis_addr=""
+if [ -n "${REDIS_ADDR:-}" ] && redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}" ping >/dev/null 2>&1; then
+	redis_addr=$REDIS_ADDR
+elif command -v redis-server >/dev/null; then
+	rport=$(alloc_port)
+	redis-server --bind 127.0.0.1 --port "$rport" --save "" --appendonly no \
+		--dir "$work" --logfile "$work/redis.log" &
+	pids+=($!)
+	wait_port "$rport" redis-server
+	redis_addr=127.0.0.1:$rport
+else
+	echo "bench: no Redis (set REDIS_ADDR or install redis-server): skipping auth+redis" >&2
+fi
+
+# Postgres: a key from the database when DATABASE_URL is set.
+db_key=""
+if [ -n "${DATABASE_URL:-}" ]; then
+	"$work/caddy" tenant migrate >/dev/null
+	org_id=$("$work/caddy" tenant org create --name "bench-$(date +%s)" --plan premium \
+		--per-minute 1000000000 --per-day 100000000000 --burst 1000000 --json |
+		sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+	db_key=$("$work/caddy" tenant key create --org-id "$org_id" --name bench --json |
+		sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
+	[ -n "$db_key" ] || die "could not create a database key"
+fi
+
+static_key=sk_test_benchBenchBenchBenchBenchBench
+plan="plan bench 1000000000 100000000000 burst 1000000"
+admin_port=$(alloc_port)
+sites=(bare auth auth+local)
+[ -n "$redis_addr" ] && sites+=(auth+redis)
+[ -n "$db_key" ] && [ -n "$redis_addr" ] && sites+=(auth+redis+db)
+
+declare -A port key
+{
+	cat <<EOF
+{
+	admin 127.0.0.1:$admin_port
+	log {
+		level ERROR
+	}
+}
+EOF
+	for site in "${sites[@]}"; do
+		port[$site]=$(alloc_port)
+		key[$site]=$static_key
+		echo ":${port[$site]} {"
+		echo "	route {"
+		case $site in
+		bare) ;;
+		auth)
+			echo "		tenant_auth {"
+			echo "			key $static_key org_bench bench"
+			echo "		}"
+			;;
+		auth+local | auth+redis)
+			echo "		tenant_auth {"
+			echo "			key $static_key org_bench_${site#auth+} bench"
+			echo "		}"
+			echo "		tenant_ratelimit {"
+			[ "$site" = auth+redis ] && echo "			redis_addr $redis_addr"
+			echo "			$plan"
+			echo "		}"
+			;;
+		auth+redis+db)
+			key[$site]=$db_key
+			echo "		tenant_auth {"
+			echo "			database_url \"$DATABASE_URL\""
+			echo "		}"
+			echo "		tenant_ratelimit {"
+			echo "			redis_addr $redis_addr"
+			echo "		}"
+			;;
+		esac
+		echo "		reverse_proxy 127.0.0.1:$backend_port"
+		echo "	}"
+		echo "}"
+	done
+} >"$work/Caddyfile"
+
+"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+pids+=($!)
+for site in "${sites[@]}"; do wait_port "${port[$site]}" "site $site"; done
+for site in "${sites[@]}"; do
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${key[$site]}" "http://127.0.0.1:${port[$site]}/")
+	[ "$code" = 200 ] || { cat "$work/caddy.log" >&2; die "site $site answers $code, not 200"; }
+done
+
+# run_wrk <site> <duration>: prints "rps p50_us p99_us non2xx"
+run_wrk() {
+	local out
+	out=$(wrk -t"$threads" -c"$connections" -d"$2" --latency \
+		-H "Authorization: Bearer ${key[$1]}" "http://127.0.0.1:${port[$1]}/")
+	awk '
+		function us(v) {
+			if (v ~ /us$/) return v + 0
+			if (v ~ /ms$/) return v * 1000
+			if (v ~ /s$/)  return v * 1000000
+			return v
+		}
+		/Requests\/sec:/ { rps = $2 }
+		/^ +50%/ { p50 = us($2) }
+		/^ +99%/ { p99 = us($2) }
+		/Non-2xx or 3xx responses:/ { bad = $5 }
+		END { printf "%s %s %s %d\n", rps, p50, p99, bad }' <<<"$out"
+}
+
+echo "bench: warming up" >&2
+for site in "${sites[@]}"; do run_wrk "$site" 2s >/dev/null; done
+
+if [ -n "${BENCH_CPUPROFILE:-}" ] && [ -n "$redis_addr" ]; then
+	echo "bench: CPU profile of auth+redis → $BENCH_CPUPROFILE" >&2
+	run_wrk auth+redis 12s >/dev/null &
+	sleep 1
+	curl -s -o "$BENCH_CPUPROFILE" "http://127.0.0.1:$admin_port/debug/pprof/profile?seconds=10"
+	wait $!
+fi
+
+results=$work/results
+: >"$results"
+for r in $(seq 1 "$rounds"); do
+	echo "bench: round $r/$rounds" >&2
+	for site in "${sites[@]}"; do
+		echo "$r $site $(run_wrk "$site" "$duration")" >>"$results"
+	done
+done
+
+echo
+echo "wrk -t$threads -c$connections -d$duration, $rounds rounds interleaved; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+echo "medians over the rounds; ratio = site / bare in the same round"
+echo
+awk -v order="${sites[*]}" '
+	function median(list,   n, a, i, j, t) {
+		n = split(list, a, " ")
+		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	{ rps[$1, $2] = $3; p50[$2] = p50[$2] " " $4; p99[$2] = p99[$2] " " $5; bad[$2] += $6; rounds[$1] = 1; rps_all[$2] = rps_all[$2] " " $3 }
+	END {
+		printf "%-14s %12s %10s %10s %11s %11s %8s\n", "site", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p99 ratio", "non-2xx"
+		n = split(order, sites, " ")
+		for (i = 1; i <= n; i++) {
+			s = sites[i]; ratios = ""; pr = ""
+			for (r in rounds) ratios = ratios " " rps[r, s] / rps[r, "bare"]
+			printf "%-14s %12.0f %10.3f %10.3f %11.3f %11.3f %8d\n", s, median(rps_all[s]), median(p50[s]) / 1000,
+				median(p99[s]) / 1000, median(ratios), median(p99[s]) / median(p99["bare"]), bad[s]
+		}
+	}' "$results"
