@@ -32,7 +32,8 @@ func (e *UnavailableError) Error() string {
 // it: the over-limit fast path, the Redis call bounded by redis_timeout, and
 // the breaker that keeps a failing Redis off the request path.
 type failoverLimiter struct {
-	redis   Limiter
+	redis   redisBatcher
+	batches coalescer
 	breaker *breaker
 	denied  *deniedOrgs
 	local   *LocalLimiter
@@ -69,14 +70,27 @@ func (f *failoverLimiter) Allow(ctx context.Context, orgID string, p *Policy) (D
 	return f.fallback(ctx, orgID, p)
 }
 
-// callRedis makes the one Redis round trip, bounded by redis_timeout.
+// redisBatcher decides n concurrent requests of an organization in one
+// Redis call (RedisLimiter).
+type redisBatcher interface {
+	AllowN(ctx context.Context, orgID string, p *Policy, n int64) (Batch, error)
+}
+
+// callRedis decides on Redis, in one round trip shared with the
+// organization's concurrent requests (see coalescer).
 func (f *failoverLimiter) callRedis(ctx context.Context, orgID string, p *Policy) (Decision, error) {
+	return f.batches.decide(ctx, f, orgID, p)
+}
+
+// runRedis makes one Redis round trip for n requests, bounded by
+// redis_timeout from when it starts.
+func (f *failoverLimiter) runRedis(ctx context.Context, orgID string, p *Policy, n int64) (Batch, error) {
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, f.timeout)
-	d, err := f.redis.Allow(cctx, orgID, p)
+	b, err := f.redis.AllowN(cctx, orgID, p, n)
 	cancel()
 	f.m.redisDuration.Observe(time.Since(start).Seconds())
-	return d, err
+	return b, err
 }
 
 // fallback decides without Redis, as on_redis_error says.

@@ -19,13 +19,13 @@ import (
 
 // countingLimiter counts the calls that reach Redis.
 type countingLimiter struct {
-	inner Limiter
+	inner *RedisLimiter
 	calls atomic.Int64
 }
 
-func (c *countingLimiter) Allow(ctx context.Context, org string, p *Policy) (Decision, error) {
+func (c *countingLimiter) AllowN(ctx context.Context, org string, p *Policy, n int64) (Batch, error) {
 	c.calls.Add(1)
-	return c.inner.Allow(ctx, org, p)
+	return c.inner.AllowN(ctx, org, p, n)
 }
 
 // failoverFixture is a failoverLimiter whose Redis is reached through a

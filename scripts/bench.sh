@@ -52,9 +52,9 @@ trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 next_port=${BENCH_BASE_PORT:-19100}
-alloc_port() { # prints a free port
+alloc_port() { # sets PORT to a free port (no subshell, so next_port advances)
 	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-	echo "$next_port"
+	PORT=$next_port
 	next_port=$((next_port + 1))
 }
 wait_port() { # wait_port <port> <what>
@@ -62,6 +62,7 @@ wait_port() { # wait_port <port> <what>
 		port_free "$1" || return 0
 		sleep 0.05
 	done
+	[ -f "$work/caddy.log" ] && tail -5 "$work/caddy.log" >&2
 	die "$2 did not start on port $1"
 }
 
@@ -69,7 +70,8 @@ echo "bench: building the gateway and the backend" >&2
 go build -o "$work/caddy" ./cmd/caddy
 go build -o "$work/backend" ./scripts/benchbackend
 
-backend_port=$(alloc_port)
+alloc_port
+backend_port=$PORT
 "$work/backend" -addr "127.0.0.1:$backend_port" &
 pids+=($!)
 wait_port "$backend_port" backend
@@ -79,7 +81,8 @@ redis_addr=""
 if [ -n "${REDIS_ADDR:-}" ] && redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}" ping >/dev/null 2>&1; then
 	redis_addr=$REDIS_ADDR
 elif command -v redis-server >/dev/null; then
-	rport=$(alloc_port)
+	alloc_port
+	rport=$PORT
 	redis-server --bind 127.0.0.1 --port "$rport" --save "" --appendonly no \
 		--dir "$work" --logfile "$work/redis.log" &
 	pids+=($!)
@@ -94,7 +97,7 @@ db_key=""
 if [ -n "${DATABASE_URL:-}" ]; then
 	"$work/caddy" tenant migrate >/dev/null
 	org_id=$("$work/caddy" tenant org create --name "bench-$(date +%s)" --plan premium \
-		--per-minute 1000000000 --per-day 100000000000 --burst 1000000 --json |
+		--per-minute 90000000 --per-day 100000000000 --burst 1000000 --json |
 		sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
 	db_key=$("$work/caddy" tenant key create --org-id "$org_id" --name bench --json |
 		sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
@@ -102,8 +105,9 @@ if [ -n "${DATABASE_URL:-}" ]; then
 fi
 
 static_key=sk_test_benchBenchBenchBenchBenchBench
-plan="plan bench 1000000000 100000000000 burst 1000000"
-admin_port=$(alloc_port)
+plan="plan bench 90000000 100000000000 burst 1000000"
+alloc_port
+admin_port=$PORT
 sites=(bare auth auth+local)
 [ -n "$redis_addr" ] && sites+=(auth+redis)
 [ -n "$db_key" ] && [ -n "$redis_addr" ] && sites+=(auth+redis+db)
@@ -119,7 +123,8 @@ declare -A port key
 }
 EOF
 	for site in "${sites[@]}"; do
-		port[$site]=$(alloc_port)
+		alloc_port
+		port[$site]=$PORT
 		key[$site]=$static_key
 		echo ":${port[$site]} {"
 		echo "	route {"
@@ -206,6 +211,7 @@ echo
 echo "wrk -t$threads -c$connections -d$duration, $rounds rounds interleaved; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
 echo "medians over the rounds; ratio = site / bare in the same round"
 echo
+[ -n "${BENCH_RAW:-}" ] && cat "$results" >&2
 awk -v order="${sites[*]}" '
 	function median(list,   n, a, i, j, t) {
 		n = split(list, a, " ")
