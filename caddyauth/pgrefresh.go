@@ -3,6 +3,7 @@ package caddyauth
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/zap"
@@ -71,17 +72,27 @@ func (b *pgBackend) warm() error {
 	gens := b.snapshotGens()
 	ctx, cancel := context.WithTimeout(b.ctx, 4*pgQueryTimeout)
 	defer cancel()
-	rows, err := queryActiveKeys(ctx, b.pool, b.keys.capacity())
+	now := b.now()
+	loaded := 0
+	err := forEachActiveKey(ctx, b.pool, b.keys.capacity(), func(r keyRow) {
+		b.remember(r.hash, decide(r, true, now), gens[r.hash[0]%cacheShards], now)
+		loaded++
+	})
 	if err != nil {
 		return fmt.Errorf("loading active keys: %w", err)
 	}
-	now := b.now()
-	for _, r := range rows {
-		b.remember(r.hash, decide(r, true, now), gens[r.hash[0]%cacheShards], now)
+	if loaded >= largeWarmStart {
+		// Reading many rows leaves their buffers behind; give that memory
+		// back now rather than carry it until the next collection.
+		debug.FreeOSMemory()
 	}
-	b.logger().Info("key cache warmed", zap.Int("keys", len(rows)))
+	b.logger().Info("key cache warmed", zap.Int("keys", loaded))
 	return nil
 }
+
+// largeWarmStart is the number of keys loaded at start above which the
+// warm-up's garbage is returned to the operating system at once.
+const largeWarmStart = 100_000
 
 // snapshotGens returns every shard's generation, taken before a query.
 func (b *pgBackend) snapshotGens() (gens [cacheShards]uint64) {

@@ -74,13 +74,40 @@ func queryKeys(ctx context.Context, q querier, hashes []KeyHash) ([]keyRow, erro
 	return pgx.CollectRows(rows, scanKeyRow)
 }
 
-// queryActiveKeys reads up to limit usable keys, newest first.
-func queryActiveKeys(ctx context.Context, q querier, limit int) ([]keyRow, error) {
+// forEachActiveKey streams up to limit usable keys, newest first, to fn.
+// A warm start may read a million keys, so rows are never collected into
+// one slice, the hash is read in place (no copy per row), and organization
+// IDs and plans, shared by many keys, are interned: each distinct value is
+// stored once however many cached keys carry it.
+func forEachActiveKey(ctx context.Context, q querier, limit int, fn func(keyRow)) error {
 	rows, err := q.Query(ctx, sqlActiveKeys, limit)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return pgx.CollectRows(rows, scanKeyRow)
+	var (
+		r                 keyRow
+		hash, orgID, plan pgtype.DriverBytes
+		interned          = make(map[string]string)
+	)
+	intern := func(b []byte) string {
+		if s, ok := interned[string(b)]; ok {
+			return s
+		}
+		s := string(b)
+		interned[s] = s
+		return s
+	}
+	_, err = pgx.ForEachRow(rows, []any{&hash, &r.keyID, &orgID, &plan, &r.expiresAt, &r.revokedAt,
+		&r.disabledAt, &r.perMinute, &r.perDay, &r.burst}, func() error {
+		if len(hash) != len(r.hash) {
+			return errors.New("api_keys.key_hash is not 32 bytes")
+		}
+		copy(r.hash[:], hash)
+		r.orgID, r.plan = intern(orgID), intern(plan)
+		fn(r)
+		return nil
+	})
+	return err
 }
 
 // querier is what the key queries need (a pool, a connection).

@@ -40,6 +40,7 @@ func authGateway(logPath, closedPort, slowAddr string) string {
 			key ` + testKey + ` org_e2e premium
 		}
 		handle /api/* {
+			header X-Tenant-Placeholders "{tenant.org_id}|{tenant.plan}|{tenant.key_id}|{tenant.request_id}|{http.auth.user.id}"
 			reverse_proxy 127.0.0.1:` + backendPort + `
 		}
 		route /panic {
@@ -200,6 +201,15 @@ func TestIdentityHeadersAndRequestID(t *testing.T) {
 		}
 		if e.Auth != "" {
 			t.Errorf("Authorization reached the backend: %q", e.Auth)
+		}
+	})
+
+	t.Run("placeholders carry the identity", func(t *testing.T) {
+		resp, _ := call(map[string]string{"X-Request-ID": "placeholder-check"})
+		parts := strings.Split(resp.Header.Get("X-Tenant-Placeholders"), "|")
+		if len(parts) != 5 || parts[0] != "org_e2e" || parts[1] != "premium" ||
+			!strings.HasPrefix(parts[2], "static_") || parts[3] != "placeholder-check" || parts[4] != parts[2] {
+			t.Errorf("placeholders = %q, want org_e2e|premium|static_…|placeholder-check|<key id>", resp.Header.Get("X-Tenant-Placeholders"))
 		}
 	})
 

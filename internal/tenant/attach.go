@@ -26,7 +26,7 @@ func Attach(r *http.Request, tr *Request) {
 	ctx := r.Context()
 	caddyhttp.SetVar(ctx, requestVar, tr)
 	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set(PlaceholderRequestID, tr.ID)
+		repl.Set(PlaceholderRequestID, (*requestIDValue)(tr))
 	}
 	if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Add(zap.Inline(tr))
@@ -34,25 +34,28 @@ func Attach(r *http.Request, tr *Request) {
 }
 
 // Authenticated sets the identity of an attached request and its
-// placeholders. It allocates nothing: the identity's strings are pre-boxed.
+// placeholders.
 func Authenticated(r *http.Request, tr *Request, id *Identity) {
 	tr.Identity = id
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set(PlaceholderOrgID, id.orgAny)
-		repl.Set(PlaceholderPlan, id.planAny)
-		repl.Set(PlaceholderKeyID, id.keyAny)
-		repl.Set(placeholderAuthUserID, id.keyAny)
+		repl.Set(PlaceholderOrgID, (*orgIDValue)(id))
+		repl.Set(PlaceholderPlan, (*planValue)(id))
+		repl.Set(PlaceholderKeyID, (*keyIDValue)(id))
+		repl.Set(placeholderAuthUserID, (*keyIDValue)(id))
 	}
 }
 
-// AttachIdentity attaches id to a request, creating its tenant state if
-// tenant_auth has not; for handlers and tests that authenticate by other
-// means.
-func AttachIdentity(r *http.Request, id *Identity) {
-	tr := RequestFromContext(r.Context())
-	if tr == nil {
-		tr = &Request{ID: r.Header.Get(RequestIDHeader)}
-		Attach(r, tr)
-	}
-	Authenticated(r, tr, id)
-}
+// Placeholder values. Caddy's replacer renders any fmt.Stringer, and a
+// pointer fits in an interface without an allocation, so these views of the
+// request's state set placeholders for free (a string would be boxed).
+type (
+	requestIDValue Request
+	orgIDValue     Identity
+	planValue      Identity
+	keyIDValue     Identity
+)
+
+func (v *requestIDValue) String() string { return v.ID }
+func (v *orgIDValue) String() string     { return v.OrgID }
+func (v *planValue) String() string      { return v.Plan }
+func (v *keyIDValue) String() string     { return v.KeyID }

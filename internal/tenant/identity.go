@@ -30,24 +30,17 @@ func (o LimitOverrides) IsZero() bool {
 // the effective plan (the key's override, else the organization's), the key's
 // ID and the organization's limit overrides. Identities are immutable once
 // built and shared by every request made with the key, so the hot path never
-// copies one.
+// copies one. It is kept small: a gateway may cache a million of them.
 type Identity struct {
 	OrgID  string
 	Plan   string
 	KeyID  string
 	Limits LimitOverrides
-
-	// Pre-boxed copies of the strings above, so that setting them as
-	// placeholders allocates nothing per request.
-	orgAny, planAny, keyAny any
 }
 
 // NewIdentity builds an immutable identity.
 func NewIdentity(orgID, plan, keyID string, limits LimitOverrides) *Identity {
-	return &Identity{
-		OrgID: orgID, Plan: plan, KeyID: keyID, Limits: limits,
-		orgAny: orgID, planAny: plan, keyAny: keyID,
-	}
+	return &Identity{OrgID: orgID, Plan: plan, KeyID: keyID, Limits: limits}
 }
 
 // Request is one request's tenant state: its ID and, once authenticated,
