@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# A denial flood must cost little. One organization sends 20× its limit
+# while another sends steady traffic; this measures
+#   1. the Redis calls the flood causes (EVALSHA count from INFO
+#      commandstats, before and after a flood-only run), against the number
+#      of flood requests: the over-limit fast path answers denials in
+#      process, so calls stay near the flooder's admitted requests;
+#   2. the other organization's p50/p99 latency with and without the flood
+#      (alternating runs, medians).
+#
+# It builds the gateway and the benchmark backend and starts a private
+# redis-server on a free port (so the command counts are its own), one
+# Caddy with tenant_auth + tenant_ratelimit on that Redis, and paced wrk
+# clients (wrk's delay()).
+#
+# Usage: scripts/flood.sh [-d duration] [-r rounds]     (defaults: -d 10s -r 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10s rounds=3
+while getopts "d:r:h" opt; do
+	case $opt in
+	d) duration=$OPTARG ;;
+	r) rounds=$OPTARG ;;
+	*)
+		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+		exit 2
+		;;
+	esac
+done
+
+die() { echo "flood: $*" >&2; exit 1; }
+command -v wrk >/dev/null || die "wrk is not installed; on Debian/Ubuntu: sudo apt-get install -y wrk"
+command -v redis-server >/dev/null || die "redis-server is not installed; on Debian/Ubuntu: sudo apt-get install -y redis-server"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tenantgate-flood.XXXXXX")
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+next_port=${FLOOD_BASE_PORT:-19400}
+alloc_port() {
+	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+	PORT=$next_port
+	next_port=$((next_port + 1))
+}
+wait_port() {
+	for _ in $(seq 1 200); do
+		port_free "$1" || return 0
+		sleep 0.05
+	done
+	[ -f "$work/caddy.log" ] && tail -5 "$work/caddy.log" >&2
+	die "$2 did not start on port $1"
+}
+
+echo "flood: building the gateway and the backend" >&2
+go build -o "$work/caddy" ./cmd/caddy
+go build -o "$work/backend" ./scripts/benchbackend
+
+alloc_port
+backend_port=$PORT
+"$work/backend" -addr "127.0.0.1:$backend_port" &
+pids+=($!)
+alloc_port
+redis_port=$PORT
+redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" &
+pids+=($!)
+wait_port "$backend_port" backend
+wait_port "$redis_port" redis-server
+
+victim_key=sk_test_floodVictimVictimVictimVictim
+flooder_key=sk_test_floodFlooderFlooderFlooder0
+alloc_port
+admin_port=$PORT
+alloc_port
+port=$PORT
+cat >"$work/Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$admin_port
+	log {
+		level ERROR
+	}
+}
+:$port {
+	route {
+		tenant_auth {
+			key $victim_key org_victim bench
+			key $flooder_key org_flooder flood
+		}
+		tenant_ratelimit {
+			redis_addr 127.0.0.1:$redis_port
+			plan bench 90000000 100000000000 burst 1000000
+			plan flood 600 100000000 burst 0
+		}
+		reverse_proxy 127.0.0.1:$backend_port
+	}
+}
+EOF
+"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+pids+=($!)
+wait_port "$port" gateway
+
+# Paced clients: each connection waits between requests.
+#   victim:  4 connections, 8 ms apart  ≈ 450 req/s, far below its limit
+#   flooder: 4 connections, 20 ms apart ≈ 200 req/s = 20× its 600/min
+echo 'function delay() return 8 end' >"$work/victim.lua"
+echo 'function delay() return 20 end' >"$work/flooder.lua"
+
+evalsha_calls() {
+	redis-cli -p "$redis_port" info commandstats |
+		sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p' | grep . || echo 0
+}
+
+# wrk_run <key> <script> <connections>: prints "requests p50_us p99_us non2xx"
+wrk_run() {
+	wrk -t1 -c"$3" -d"$duration" --latency -s "$2" -H "Authorization: Bearer $1" "http://127.0.0.1:$port/" |
+		awk '
+		function us(v) {
+			if (v ~ /us$/) return v + 0
+			if (v ~ /ms$/) return v * 1000
+			if (v ~ /s$/)  return v * 1000000
+			return v
+		}
+		/requests in/ { n = $1 }
+		/^ +50%/ { p50 = us($2) }
+		/^ +99%/ { p99 = us($2) }
+		/Non-2xx or 3xx responses:/ { bad = $5 }
+		END { printf "%d %s %s %d\n", n, p50, p99, bad }'
+}
+
+echo "flood: warming up (and emptying the flooder's bucket)" >&2
+wrk_run "$victim_key" "$work/victim.lua" 4 >/dev/null
+wrk_run "$flooder_key" "$work/flooder.lua" 4 >/dev/null
+
+echo "flood: flood alone ($duration)" >&2
+before=$(evalsha_calls)
+read -r flood_n _ _ flood_denied < <(wrk_run "$flooder_key" "$work/flooder.lua" 4)
+flood_calls=$(($(evalsha_calls) - before))
+
+results=$work/results
+: >"$results"
+for r in $(seq 1 "$rounds"); do
+	echo "flood: round $r/$rounds: victim alone, then victim during the flood" >&2
+	echo "quiet $(wrk_run "$victim_key" "$work/victim.lua" 4)" >>"$results"
+	wrk_run "$flooder_key" "$work/flooder.lua" 4 >/dev/null &
+	flood_pid=$!
+	sleep 0.5
+	echo "flood $(wrk_run "$victim_key" "$work/victim.lua" 4)" >>"$results"
+	wait "$flood_pid"
+done
+
+echo
+echo "flood alone: $flood_n requests for org_flooder (limit 600/min, burst 0, bucket empty) in $duration,"
+echo "             $((flood_n - flood_denied)) admitted, $flood_denied denied (429);"
+echo "             $flood_calls EVALSHA calls on Redis ($(awk -v c="$flood_calls" -v n="$flood_n" 'BEGIN { printf "%.3f", c / n }') per flood request)"
+echo
+[ -n "${FLOOD_RAW:-}" ] && cat "$results" >&2
+awk -v rounds="$rounds" '
+	function median(list,   n, a, i, j, t) {
+		n = split(list, a, " ")
+		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	{ p50[$1] = p50[$1] " " $3; p99[$1] = p99[$1] " " $4; bad[$1] += $5 }
+	END {
+		printf "org_victim (paced, ≈450 req/s), medians of %d runs:\n", rounds
+		printf "%-16s %10s %10s %8s\n", "", "p50 ms", "p99 ms", "non-2xx"
+		printf "%-16s %10.3f %10.3f %8d\n", "without flood", median(p50["quiet"]) / 1000, median(p99["quiet"]) / 1000, bad["quiet"]
+		printf "%-16s %10.3f %10.3f %8d\n", "during flood", median(p50["flood"]) / 1000, median(p99["flood"]) / 1000, bad["flood"]
+		printf "change: p50 %+.1f %%, p99 %+.1f %%\n", (median(p50["flood"]) / median(p50["quiet"]) - 1) * 100,
+			(median(p99["flood"]) / median(p99["quiet"]) - 1) * 100
+	}' "$results"
