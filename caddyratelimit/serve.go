@@ -25,7 +25,8 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	ctx := r.Context()
 	var id *tenant.Identity
 	var rid string
-	if tr := tenant.RequestFromContext(ctx); tr != nil {
+	tr := tenant.RequestFromContext(ctx)
+	if tr != nil {
 		id, rid = tr.Identity, tr.ID
 	}
 	if id == nil {
@@ -42,7 +43,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 
 	d, err := rl.limiter.Allow(ctx, id.OrgID, p)
 	if err != nil {
-		return rl.unavailable(w, r, p, err, rid)
+		return rl.unavailable(w, tr, p, err)
 	}
 	h := w.Header()
 	if d.Source == SourceFailOpen {
@@ -58,7 +59,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 	p.counters.inc(res, d.Source)
-	logDecision(r, res, d.Source)
+	logDecision(tr, res, d.Source)
 	if d.Allowed {
 		return next.ServeHTTP(w, r)
 	}
@@ -87,7 +88,7 @@ func (rl *RateLimit) tooMany(w http.ResponseWriter, p *Policy, d *Decision, rid 
 
 // unavailable answers a request the limiter could not decide: 503 (Redis
 // down under on_redis_error deny), never 429 or 403.
-func (rl *RateLimit) unavailable(w http.ResponseWriter, r *http.Request, p *Policy, err error, rid string) error {
+func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *Policy, err error) error {
 	retry := int64(1)
 	var ue *UnavailableError
 	if errors.As(err, &ue) {
@@ -96,15 +97,13 @@ func (rl *RateLimit) unavailable(w http.ResponseWriter, r *http.Request, p *Poli
 		rl.logger.Error("rate limiter failed", zap.Error(err))
 	}
 	p.counters.inc(resultUnavailable, SourceRedis)
-	logDecision(r, resultUnavailable, SourceRedis)
+	logDecision(tr, resultUnavailable, SourceRedis)
 	w.Header()[hdrRetryAfter] = []string{strconv.FormatInt(retry, 10)}
-	return tenant.WriteError(w, http.StatusServiceUnavailable, "rate limiter temporarily unavailable", nil, rid)
+	return tenant.WriteError(w, http.StatusServiceUnavailable, "rate limiter temporarily unavailable", nil, tr.ID)
 }
 
-// logDecision adds the decision to the request's access-log line.
-func logDecision(r *http.Request, res result, src Source) {
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("ratelimit", resultNames[res]))
-		extra.Add(zap.String("ratelimit_source", src.String()))
-	}
+// logDecision records the decision for the request's access-log line
+// (tenant.Request renders it with the tenant fields).
+func logDecision(tr *tenant.Request, res result, src Source) {
+	tr.RateLimit, tr.RateLimitSource = resultNames[res], src.String()
 }

@@ -11,7 +11,9 @@
 #
 # and runs wrk against each, interleaved (bare, auth, …, bare, auth, …) for
 # several rounds. It prints requests/s, p50 and p99 latency (medians over
-# the rounds) and each site's ratio to `bare` measured in the same round.
+# the rounds), each site's ratio to `bare` measured in the same round, and
+# the CPU time the Caddy process spent per request (from /proc; steadier
+# than throughput on a small shared machine).
 # Plan limits are high enough that nothing is denied.
 #
 # Usage: scripts/bench.sh [-d duration] [-c connections] [-t wrk_threads] [-r rounds]
@@ -161,30 +163,38 @@ EOF
 } >"$work/Caddyfile"
 
 "$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
-pids+=($!)
+caddy_pid=$!
+pids+=($caddy_pid)
 for site in "${sites[@]}"; do wait_port "${port[$site]}" "site $site"; done
 for site in "${sites[@]}"; do
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${key[$site]}" "http://127.0.0.1:${port[$site]}/")
 	[ "$code" = 200 ] || { cat "$work/caddy.log" >&2; die "site $site answers $code, not 200"; }
 done
 
-# run_wrk <site> <duration>: prints "rps p50_us p99_us non2xx"
+# caddy_cpu_ticks: CPU time (user + system, clock ticks) Caddy has used.
+caddy_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$caddy_pid/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
+
+# run_wrk <site> <duration>: prints "rps p50_us p99_us non2xx caddy_cpu_us_per_request"
 run_wrk() {
-	local out
+	local out before after
+	before=$(caddy_cpu_ticks)
 	out=$(wrk -t"$threads" -c"$connections" -d"$2" --latency \
 		-H "Authorization: Bearer ${key[$1]}" "http://127.0.0.1:${port[$1]}/")
-	awk '
+	after=$(caddy_cpu_ticks)
+	awk -v ticks=$((after - before)) -v hz="$ticks_per_second" '
 		function us(v) {
 			if (v ~ /us$/) return v + 0
 			if (v ~ /ms$/) return v * 1000
 			if (v ~ /s$/)  return v * 1000000
 			return v
 		}
+		/requests in/ { n = $1 }
 		/Requests\/sec:/ { rps = $2 }
 		/^ +50%/ { p50 = us($2) }
 		/^ +99%/ { p99 = us($2) }
 		/Non-2xx or 3xx responses:/ { bad = $5 }
-		END { printf "%s %s %s %d\n", rps, p50, p99, bad }' <<<"$out"
+		END { printf "%s %s %s %d %.1f\n", rps, p50, p99, bad, ticks * 1000000 / hz / n }' <<<"$out"
 }
 
 echo "bench: warming up" >&2
@@ -218,14 +228,14 @@ awk -v order="${sites[*]}" '
 		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
 		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 	}
-	{ rps[$1, $2] = $3; p50[$2] = p50[$2] " " $4; p99[$2] = p99[$2] " " $5; bad[$2] += $6; rounds[$1] = 1; rps_all[$2] = rps_all[$2] " " $3 }
+	{ rps[$1, $2] = $3; p50[$2] = p50[$2] " " $4; p99[$2] = p99[$2] " " $5; bad[$2] += $6; rounds[$1] = 1; rps_all[$2] = rps_all[$2] " " $3; cpu[$2] = cpu[$2] " " $7 }
 	END {
-		printf "%-14s %12s %10s %10s %11s %11s %8s\n", "site", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p99 ratio", "non-2xx"
+		printf "%-14s %12s %10s %10s %11s %11s %8s %14s\n", "site", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p99 ratio", "non-2xx", "Caddy µs/req"
 		n = split(order, sites, " ")
 		for (i = 1; i <= n; i++) {
 			s = sites[i]; ratios = ""; pr = ""
 			for (r in rounds) ratios = ratios " " rps[r, s] / rps[r, "bare"]
-			printf "%-14s %12.0f %10.3f %10.3f %11.3f %11.3f %8d\n", s, median(rps_all[s]), median(p50[s]) / 1000,
-				median(p99[s]) / 1000, median(ratios), median(p99[s]) / median(p99["bare"]), bad[s]
+			printf "%-14s %12.0f %10.3f %10.3f %11.3f %11.3f %8d %14.1f\n", s, median(rps_all[s]), median(p50[s]) / 1000,
+				median(p99[s]) / 1000, median(ratios), median(p99[s]) / median(p99["bare"]), bad[s], median(cpu[s])
 		}
 	}' "$results"

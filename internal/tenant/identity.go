@@ -51,17 +51,26 @@ type Request struct {
 	ID string
 	// Identity is nil until the key is accepted.
 	Identity *Identity
+	// RateLimit is tenant_ratelimit's decision ("allowed", "denied_minute",
+	// …) and RateLimitSource what made it ("redis", "local", …); empty
+	// when no limiter ran. Logged with the request.
+	RateLimit, RateLimitSource string
 }
 
 // MarshalLogObject adds the access-log fields: request_id and, once
-// authenticated, organization_id, plan_tier and key_id. It is read when the
-// access log is written, so fields set after Attach are logged too.
+// authenticated, organization_id, plan_tier and key_id, and the rate-limit
+// decision. It is read when the access log is written, so fields set after
+// Attach are logged too, with no further per-request log-field cost.
 func (r *Request) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("request_id", r.ID)
 	if id := r.Identity; id != nil {
 		enc.AddString("organization_id", id.OrgID)
 		enc.AddString("plan_tier", id.Plan)
 		enc.AddString("key_id", id.KeyID)
+	}
+	if r.RateLimit != "" {
+		enc.AddString("ratelimit", r.RateLimit)
+		enc.AddString("ratelimit_source", r.RateLimitSource)
 	}
 	return nil
 }
