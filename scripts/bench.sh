@@ -38,45 +38,10 @@ while getopts "d:c:t:r:h" opt; do
 	esac
 done
 
-die() { echo "bench: $*" >&2; exit 1; }
-command -v wrk >/dev/null || die "wrk is not installed; on Debian/Ubuntu: sudo apt-get install -y wrk"
-command -v go >/dev/null || die "go is not installed"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/tenantgate-bench.XXXXXX")
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+script=bench
 next_port=${BENCH_BASE_PORT:-19100}
-alloc_port() { # sets PORT to a free port (no subshell, so next_port advances)
-	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-	PORT=$next_port
-	next_port=$((next_port + 1))
-}
-wait_port() { # wait_port <port> <what>
-	for _ in $(seq 1 200); do
-		port_free "$1" || return 0
-		sleep 0.05
-	done
-	[ -f "$work/caddy.log" ] && tail -5 "$work/caddy.log" >&2
-	die "$2 did not start on port $1"
-}
-
-echo "bench: building the gateway and the backend" >&2
-go build -o "$work/caddy" ./cmd/caddy
-go build -o "$work/backend" ./scripts/benchbackend
-
-alloc_port
-backend_port=$PORT
-"$work/backend" -addr "127.0.0.1:$backend_port" &
-pids+=($!)
-wait_port "$backend_port" backend
+. scripts/lib.sh
+build_and_start_backend
 
 # Redis: REDIS_ADDR when it answers, else a private redis-server.
 redis_addr=""
@@ -177,24 +142,13 @@ ticks_per_second=$(getconf CLK_TCK)
 
 # run_wrk <site> <duration>: prints "rps p50_us p99_us non2xx caddy_cpu_us_per_request"
 run_wrk() {
-	local out before after
+	local before after
 	before=$(caddy_cpu_ticks)
-	out=$(wrk -t"$threads" -c"$connections" -d"$2" --latency \
-		-H "Authorization: Bearer ${key[$1]}" "http://127.0.0.1:${port[$1]}/")
+	wrk -t"$threads" -c"$connections" -d"$2" --latency \
+		-H "Authorization: Bearer ${key[$1]}" "http://127.0.0.1:${port[$1]}/" | wrk_summary >"$work/run"
 	after=$(caddy_cpu_ticks)
-	awk -v ticks=$((after - before)) -v hz="$ticks_per_second" '
-		function us(v) {
-			if (v ~ /us$/) return v + 0
-			if (v ~ /ms$/) return v * 1000
-			if (v ~ /s$/)  return v * 1000000
-			return v
-		}
-		/requests in/ { n = $1 }
-		/Requests\/sec:/ { rps = $2 }
-		/^ +50%/ { p50 = us($2) }
-		/^ +99%/ { p99 = us($2) }
-		/Non-2xx or 3xx responses:/ { bad = $5 }
-		END { printf "%s %s %s %d %.1f\n", rps, p50, p99, bad, ticks * 1000000 / hz / n }' <<<"$out"
+	awk -v ticks=$((after - before)) -v hz="$ticks_per_second" \
+		'{ printf "%s %s %s %d %.1f\n", $2, $3, $4, $5, ticks * 1000000 / hz / $1 }' "$work/run"
 }
 
 echo "bench: warming up" >&2

@@ -29,49 +29,15 @@ while getopts "d:r:h" opt; do
 	esac
 done
 
-die() { echo "flood: $*" >&2; exit 1; }
-command -v wrk >/dev/null || die "wrk is not installed; on Debian/Ubuntu: sudo apt-get install -y wrk"
-command -v redis-server >/dev/null || die "redis-server is not installed; on Debian/Ubuntu: sudo apt-get install -y redis-server"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/tenantgate-flood.XXXXXX")
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+script=flood
 next_port=${FLOOD_BASE_PORT:-19400}
-alloc_port() {
-	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-	PORT=$next_port
-	next_port=$((next_port + 1))
-}
-wait_port() {
-	for _ in $(seq 1 200); do
-		port_free "$1" || return 0
-		sleep 0.05
-	done
-	[ -f "$work/caddy.log" ] && tail -5 "$work/caddy.log" >&2
-	die "$2 did not start on port $1"
-}
-
-echo "flood: building the gateway and the backend" >&2
-go build -o "$work/caddy" ./cmd/caddy
-go build -o "$work/backend" ./scripts/benchbackend
-
-alloc_port
-backend_port=$PORT
-"$work/backend" -addr "127.0.0.1:$backend_port" &
-pids+=($!)
+. scripts/lib.sh
+command -v redis-server >/dev/null || die "redis-server is not installed; on Debian/Ubuntu: sudo apt-get install -y redis-server"
+build_and_start_backend
 alloc_port
 redis_port=$PORT
 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" &
 pids+=($!)
-wait_port "$backend_port" backend
 wait_port "$redis_port" redis-server
 
 victim_key=sk_test_floodVictimVictimVictimVictim
@@ -120,23 +86,12 @@ evalsha_calls() {
 # wrk_run <key> <script> <connections>: prints "requests p50_us p99_us non2xx"
 wrk_run() {
 	wrk -t1 -c"$3" -d"$duration" --latency -s "$2" -H "Authorization: Bearer $1" "http://127.0.0.1:$port/" |
-		awk '
-		function us(v) {
-			if (v ~ /us$/) return v + 0
-			if (v ~ /ms$/) return v * 1000
-			if (v ~ /s$/)  return v * 1000000
-			return v
-		}
-		/requests in/ { n = $1 }
-		/^ +50%/ { p50 = us($2) }
-		/^ +99%/ { p99 = us($2) }
-		/Non-2xx or 3xx responses:/ { bad = $5 }
-		END { printf "%d %s %s %d\n", n, p50, p99, bad }'
+		wrk_summary | awk '{ print $1, $3, $4, $5 }'
 }
 
 echo "flood: warming up (and emptying the flooder's bucket)" >&2
 wrk_run "$victim_key" "$work/victim.lua" 4 >/dev/null
-wrk_run "$flooder_key" "$work/flooder.lua" 4 >/dev/null
+wrk -t1 -c4 -d2s -H "Authorization: Bearer $flooder_key" "http://127.0.0.1:$port/" >/dev/null # unpaced: empties the bucket
 
 echo "flood: flood alone ($duration)" >&2
 before=$(evalsha_calls)
