@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,7 +150,7 @@ func TestRedisAllowNIsExactAndChargesNoDenial(t *testing.T) {
 func TestCoalescedExactnessAcrossInstances(t *testing.T) {
 	client, prefix := newTestRedis(t)
 	p := NewPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99}) // capacity 100
-	var instances []*failoverLimiter
+	var instances []Limiter
 	for range 2 {
 		opts, err := redisConfig{addr: client.Options().Addr}.options()
 		if err != nil {
@@ -169,32 +168,9 @@ func TestCoalescedExactnessAcrossInstances(t *testing.T) {
 	}
 
 	const requests = 600
-	var wg sync.WaitGroup
-	var ok, denied, failed atomic.Int64
-	start := make(chan struct{})
-	for i := range requests {
-		wg.Add(1)
-		go func(f *failoverLimiter) {
-			defer wg.Done()
-			<-start
-			d, err := f.Allow(context.Background(), "org", p)
-			switch {
-			case err != nil:
-				failed.Add(1)
-			case d.Allowed:
-				ok.Add(1)
-			default:
-				denied.Add(1)
-			}
-		}(instances[i%2])
-	}
-	close(start)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d decisions failed", failed.Load())
-	}
-	if ok.Load() != 100 || denied.Load() != requests-100 {
-		t.Fatalf("admitted %d, denied %d of %d; want exactly 100 (capacity)", ok.Load(), denied.Load(), requests)
+	ok, denied := decideConcurrently(t, requests, "org", p, instances...)
+	if ok != 100 || denied != requests-100 {
+		t.Fatalf("admitted %d, denied %d of %d; want exactly 100 (capacity)", ok, denied, requests)
 	}
 	if _, n := dayCounter(t, client, NewRedisLimiter(client, prefix).keys("org")[1]); n != 100 {
 		t.Fatalf("daily counter %d, want 100", n)

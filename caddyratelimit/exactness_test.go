@@ -21,32 +21,9 @@ func TestExactnessAcrossInstances(t *testing.T) {
 	p := NewPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99})
 
 	const requests = 600
-	var wg sync.WaitGroup
-	var ok, denied, failed atomic.Int64
-	start := make(chan struct{})
-	for i := 0; i < requests; i++ {
-		wg.Add(1)
-		go func(l Limiter) {
-			defer wg.Done()
-			<-start
-			d, err := l.Allow(context.Background(), "org", p)
-			switch {
-			case err != nil:
-				failed.Add(1)
-			case d.Allowed:
-				ok.Add(1)
-			default:
-				denied.Add(1)
-			}
-		}(instances[i%2])
-	}
-	close(start)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d calls failed", failed.Load())
-	}
-	if ok.Load() != 100 || denied.Load() != requests-100 {
-		t.Fatalf("admitted %d, denied %d of %d; want exactly 100 admitted (capacity)", ok.Load(), denied.Load(), requests)
+	ok, denied := decideConcurrently(t, requests, "org", p, instances...)
+	if ok != 100 || denied != requests-100 {
+		t.Fatalf("admitted %d, denied %d of %d; want exactly 100 admitted (capacity)", ok, denied, requests)
 	}
 	// And the daily counter agrees: denials were not counted.
 	if _, n := dayCounter(t, client, NewRedisLimiter(client, prefix).keys("org")[1]); n != 100 {
@@ -59,19 +36,39 @@ func TestExactnessInProcess(t *testing.T) {
 	l := NewLocalLimiter(100, nil)
 	defer l.Destruct()
 	p := NewPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99})
+	if ok, _ := decideConcurrently(t, 600, "org", p, l); ok != 100 {
+		t.Fatalf("admitted %d of 600, want exactly 100", ok)
+	}
+}
+
+// decideConcurrently releases n goroutines at once, spread over the
+// limiters, each asking for one decision for org; it fails the test on any
+// error and returns how many were admitted and denied.
+func decideConcurrently(t *testing.T, n int, org string, p *Policy, limiters ...Limiter) (ok, denied int64) {
+	t.Helper()
 	var wg sync.WaitGroup
-	var ok atomic.Int64
-	for i := 0; i < 600; i++ {
+	var admitted, refused, failed atomic.Int64
+	start := make(chan struct{})
+	for i := range n {
 		wg.Add(1)
-		go func() {
+		go func(l Limiter) {
 			defer wg.Done()
-			if d, _ := l.Allow(context.Background(), "org", p); d.Allowed {
-				ok.Add(1)
+			<-start
+			d, err := l.Allow(context.Background(), org, p)
+			switch {
+			case err != nil:
+				failed.Add(1)
+			case d.Allowed:
+				admitted.Add(1)
+			default:
+				refused.Add(1)
 			}
-		}()
+		}(limiters[i%len(limiters)])
 	}
+	close(start)
 	wg.Wait()
-	if ok.Load() != 100 {
-		t.Fatalf("admitted %d of 600, want exactly 100", ok.Load())
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d decisions failed", failed.Load(), n)
 	}
+	return admitted.Load(), refused.Load()
 }
