@@ -34,8 +34,9 @@ type APIKey struct {
 	Created time.Time  `json:"created_at"`
 	Expires *time.Time `json:"expires_at"`
 	Revoked *time.Time `json:"revoked_at"`
-	// LastUsed mirrors api_keys.last_used_at, which the gateway does not
-	// record yet (always null for now).
+	// LastUsed is api_keys.last_used_at: the second of the key's latest
+	// accepted request, as the gateways record it (about a minute late);
+	// nil if it was never used.
 	LastUsed *time.Time `json:"last_used_at"`
 }
 

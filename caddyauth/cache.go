@@ -22,6 +22,13 @@ type cacheValue interface {
 type shardedCache[V cacheValue] struct {
 	perShard atomic.Int64
 	shards   [cacheShards]cacheShard[V]
+
+	// Optional hooks, set before the cache is used and called under the
+	// shard's lock. replaced is called when put replaces a value, and
+	// returns the value to store; removed is called for each value that
+	// is deleted or evicted.
+	replaced func(old, next V) V
+	removed  func(old V)
 }
 
 type cacheShard[V cacheValue] struct {
@@ -75,9 +82,13 @@ func (c *shardedCache[V]) put(h KeyHash, v V, valid func() bool) bool {
 	if valid != nil && !valid() {
 		return false
 	}
-	if _, exists := s.m[h]; !exists {
+	if old, exists := s.m[h]; exists {
+		if c.replaced != nil {
+			v = c.replaced(old, v)
+		}
+	} else {
 		for len(s.m) >= limit {
-			s.evictOne()
+			c.evictOne(s)
 		}
 	}
 	s.m[h] = v
@@ -85,7 +96,7 @@ func (c *shardedCache[V]) put(h KeyHash, v V, valid func() bool) bool {
 }
 
 // evictOne removes the entry with the earliest deadline among a few sampled.
-func (s *cacheShard[V]) evictOne() {
+func (c *shardedCache[V]) evictOne(s *cacheShard[V]) {
 	var victim KeyHash
 	var earliest int64
 	n := 0
@@ -97,13 +108,23 @@ func (s *cacheShard[V]) evictOne() {
 			break
 		}
 	}
-	delete(s.m, victim)
+	c.remove(s, victim)
+}
+
+// remove deletes h from s, whose lock is held.
+func (c *shardedCache[V]) remove(s *cacheShard[V], h KeyHash) {
+	if old, ok := s.m[h]; ok {
+		delete(s.m, h)
+		if c.removed != nil {
+			c.removed(old)
+		}
+	}
 }
 
 func (c *shardedCache[V]) delete(h KeyHash) {
 	s := c.shard(h)
 	s.mu.Lock()
-	delete(s.m, h)
+	c.remove(s, h)
 	s.mu.Unlock()
 }
 
@@ -114,7 +135,7 @@ func (c *shardedCache[V]) deleteFunc(drop func(KeyHash, V) bool) {
 		s.mu.Lock()
 		for h, v := range s.m {
 			if drop(h, v) {
-				delete(s.m, h)
+				c.remove(s, h)
 			}
 		}
 		s.mu.Unlock()
@@ -124,6 +145,19 @@ func (c *shardedCache[V]) deleteFunc(drop func(KeyHash, V) bool) {
 // clear removes every entry.
 func (c *shardedCache[V]) clear() {
 	c.deleteFunc(func(KeyHash, V) bool { return true })
+}
+
+// forEach calls fn for every entry, one shard at a time under its read
+// lock: fn must not use the cache.
+func (c *shardedCache[V]) forEach(fn func(KeyHash, V)) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		for h, v := range s.m {
+			fn(h, v)
+		}
+		s.mu.RUnlock()
+	}
 }
 
 // hashes returns a snapshot of the cached key hashes.

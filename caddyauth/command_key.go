@@ -116,10 +116,10 @@ func runKeyList(cmd *cobra.Command, _ []string) error {
 			return printJSON(cmd.OutOrStdout(), keys)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tPLAN\tSTATUS\tCREATED\tEXPIRES")
+		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tPLAN\tSTATUS\tCREATED\tEXPIRES\tLAST USED")
 		for _, k := range keys {
-			fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, keyPlanText(k),
-				k.Status, formatTime(&k.Created, ""), formatTime(k.Expires, "never"))
+			fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, keyPlanText(k),
+				k.Status, formatTime(&k.Created, ""), formatTime(k.Expires, "never"), formatTime(k.LastUsed, "-"))
 		}
 		return tw.Flush()
 	})

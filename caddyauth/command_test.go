@@ -159,9 +159,19 @@ func TestCLIRoundTrip(t *testing.T) {
 	if len(orgs) != 1 || orgs[0].ID != org.ID || orgs[0].Disabled == nil {
 		t.Errorf("org list: %+v", orgs)
 	}
+	used := time.Date(2026, 11, 27, 0, 35, 13, 0, time.UTC) // as a gateway records it
+	if _, err := conn.Exec(context.Background(), `UPDATE api_keys SET last_used_at = $1 WHERE id = $2`, used, key.ID); err != nil {
+		t.Fatal(err)
+	}
 	text, err := runCLI(t, dsn, "key", "list", "--org-id", org.ID)
-	if err != nil || !strings.Contains(text, key.Prefix+"…") || strings.Count(text, "\n") != 4 {
+	if err != nil || !strings.Contains(text, key.Prefix+"…") || strings.Count(text, "\n") != 4 ||
+		!strings.Contains(text, "LAST USED") || !strings.Contains(text, "2026-11-27T00:35:13Z") {
 		t.Errorf("key list (text): %v\n%s", err, text)
+	}
+	var relisted []APIKey
+	mustCLI(t, dsn, &relisted, "key", "list", "--org-id", org.ID)
+	if len(relisted) != 3 || relisted[0].LastUsed == nil || !relisted[0].LastUsed.Equal(used) || relisted[1].LastUsed != nil {
+		t.Errorf("key list --json: last_used_at of a used and an unused key: %+v", relisted)
 	}
 }
 

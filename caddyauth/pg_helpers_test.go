@@ -64,16 +64,23 @@ func pgSeedKey(t testing.TB, conn *pgx.Conn, orgID string, expiresIn time.Durati
 }
 
 // keyQueryCounter is a pgx tracer that counts the gateway's single-key
-// lookups as Postgres receives them, and can slow them down.
+// lookups as Postgres receives them, and can slow them down. It also
+// counts the statements that record key usage, and can slow them down.
 type keyQueryCounter struct {
-	n     atomic.Int64
-	delay time.Duration
+	n          atomic.Int64
+	delay      time.Duration
+	usages     atomic.Int64
+	usageDelay time.Duration
 }
 
 func (c *keyQueryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if d.SQL == sqlKeyByHash {
+	switch d.SQL {
+	case sqlKeyByHash:
 		c.n.Add(1)
 		time.Sleep(c.delay)
+	case sqlRecordUsage:
+		c.usages.Add(1)
+		time.Sleep(c.usageDelay)
 	}
 	return ctx
 }

@@ -38,9 +38,9 @@ type pgSettings struct {
 
 // keyEntry is a cached usable key.
 type keyEntry struct {
-	id        *tenant.Identity
-	expiresAt int64 // key's expiry, Unix ns; 0: never
-	fresh     int64 // cached copy is fresh until then, Unix ns
+	rec       *cachedKey // identity and usage (usage.go)
+	expiresAt int64      // key's expiry, Unix ns; 0: never
+	fresh     int64      // cached copy is fresh until then, Unix ns
 }
 
 func (e keyEntry) deadline() int64 { return e.fresh }
@@ -50,7 +50,16 @@ func (e keyEntry) check(now int64) (*tenant.Identity, error) {
 	if e.expiresAt != 0 && now >= e.expiresAt {
 		return nil, ErrExpiredKey
 	}
-	return e.id, nil
+	return &e.rec.Identity, nil
+}
+
+// use is check, and records the use of an accepted key.
+func (e keyEntry) use(now int64) (*tenant.Identity, error) {
+	id, err := e.check(now)
+	if err == nil {
+		e.rec.touch(now / int64(time.Second))
+	}
+	return id, err
 }
 
 // rejection is a cached refusal: unknown, revoked, expired or disabled.
@@ -77,6 +86,7 @@ type pgBackend struct {
 	rejects  *shardedCache[rejection]
 	group    singleflight.Group
 	state    pgState
+	usage    usageLog
 
 	// gens[shard] changes whenever a key in that shard is invalidated; a
 	// query result is cached only if its shard's generation did not change
@@ -121,6 +131,7 @@ func newPGBackend(dsn string, s pgSettings, opts pgOptions) (*pgBackend, error) 
 		rejects:   newShardedCache[rejection](s.negativeSize),
 	}
 	b.listenCfg.Tracer = nil
+	b.keys.replaced, b.keys.removed = b.keyReplaced, b.keyRemoved
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -132,9 +143,10 @@ func newPGBackend(dsn string, s pgSettings, opts pgOptions) (*pgBackend, error) 
 		return nil, fmt.Errorf("database_url: %w", err)
 	}
 	if !opts.noBackground {
-		b.wg.Add(2)
+		b.wg.Add(3)
 		go b.listenLoop()
 		go b.refreshLoop()
+		go b.usageLoop()
 	}
 	return b, nil
 }
@@ -146,11 +158,13 @@ func (b *pgBackend) configure(s pgSettings) {
 	b.rejects.setSize(s.negativeSize)
 }
 
-// Destruct stops the background work and closes every connection. It is
-// called by the usage pool when the last config using the store is gone.
+// Destruct stops the background work, records the latest key usage and
+// closes every connection. It is called by the usage pool when the last
+// config using the store is gone.
 func (b *pgBackend) Destruct() error {
 	b.cancel()
 	b.wg.Wait()
+	b.finalFlush()
 	b.pool.Close()
 	return nil
 }
@@ -178,7 +192,7 @@ func (b *pgBackend) lookup(h KeyHash, m *authMetrics) (*tenant.Identity, error) 
 	e, cached := b.keys.get(h)
 	if cached && now < e.fresh {
 		m.cacheHit.Inc()
-		return e.check(now)
+		return e.use(now)
 	}
 	if r, ok := b.rejects.get(h); ok && now < r.until {
 		m.cacheNegative.Inc()
@@ -204,7 +218,7 @@ func (b *pgBackend) lookup(h KeyHash, m *authMetrics) (*tenant.Identity, error) 
 func stale(e keyEntry, cached bool, now int64, cause error, m *authMetrics) (*tenant.Identity, error) {
 	if cached {
 		m.cacheStale.Inc()
-		return e.check(now)
+		return e.use(now)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, cause)
 }
@@ -227,6 +241,11 @@ func (b *pgBackend) fetch(h KeyHash, m *authMetrics) (verdict, error) {
 	b.state.success()
 	now := b.now()
 	v := decide(row, found, now)
+	if v.reject == nil {
+		// Marked before caching, so that the mark is carried over if
+		// this replaces an entry.
+		v.entry.rec.touch(now.Unix())
+	}
 	b.remember(h, v, gen, now)
 	return v, nil
 }
@@ -242,7 +261,9 @@ func (b *pgBackend) remember(h KeyHash, v verdict, gen uint64, now time.Time) {
 	}
 	v.entry.fresh = now.Add(s.cacheTTL).UnixNano()
 	b.rejects.delete(h)
-	b.keys.put(h, v.entry, current)
+	if !b.keys.put(h, v.entry, current) {
+		b.keyRemoved(v.entry) // not cached: keep a fetch's mark for the flush
+	}
 }
 
 func (b *pgBackend) gen(h KeyHash) uint64 { return b.gens[h[0]%cacheShards].Load() }
@@ -257,7 +278,7 @@ func (b *pgBackend) invalidate(h KeyHash) {
 // invalidateOrg forgets every cached key of an organization.
 func (b *pgBackend) invalidateOrg(orgID string) {
 	b.bumpAll()
-	b.keys.deleteFunc(func(_ KeyHash, e keyEntry) bool { return e.id.OrgID == orgID })
+	b.keys.deleteFunc(func(_ KeyHash, e keyEntry) bool { return e.rec.OrgID == orgID })
 	b.rejects.deleteFunc(func(_ KeyHash, r rejection) bool { return r.orgID == orgID })
 }
 

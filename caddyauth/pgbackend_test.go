@@ -436,7 +436,7 @@ func TestPGNotificationOvertakingAQueryIsNotLost(t *testing.T) {
 	_, _ = rand.Read(h[:])
 	gen := b.gen(h)
 	b.invalidate(h) // arrives while the (simulated) query runs
-	v := verdict{entry: keyEntry{id: tenant.NewIdentity("o", "basic", "k", tenant.LimitOverrides{})}}
+	v := verdict{entry: keyEntry{rec: &cachedKey{Identity: *tenant.NewIdentity("o", "basic", "k", tenant.LimitOverrides{})}}}
 	b.remember(h, v, gen, time.Now())
 	if _, ok := b.keys.get(h); ok {
 		t.Error("a query result older than an invalidation was cached")

@@ -2,6 +2,7 @@ package caddyauth
 
 import (
 	"context"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ func BenchmarkPGCachedLookup(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	v := verdict{entry: keyEntry{id: tenant.NewIdentity("org", "basic", "key", tenant.LimitOverrides{})}}
+	v := verdict{entry: keyEntry{rec: &cachedKey{Identity: *tenant.NewIdentity("org", "basic", "key", tenant.LimitOverrides{})}}}
+	v.entry.rec.flushed.Store(math.MaxInt64) // uses are marked, but there is no database to write them to
 	be.remember(HashKey(key), v, be.gen(HashKey(key)), time.Now())
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -139,7 +139,7 @@ func decide(r keyRow, found bool, now time.Time) verdict {
 	if r.burst.Valid {
 		limits.Burst, limits.BurstSet = r.burst.Int64, true
 	}
-	e := keyEntry{id: tenant.NewIdentity(r.orgID, r.plan, r.keyID, limits)}
+	e := keyEntry{rec: &cachedKey{Identity: *tenant.NewIdentity(r.orgID, r.plan, r.keyID, limits)}}
 	if r.expiresAt.Valid {
 		e.expiresAt = r.expiresAt.Time.UnixNano()
 	}

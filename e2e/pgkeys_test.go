@@ -306,3 +306,36 @@ func TestKeyIsNotInADumpOfTheDatabase(t *testing.T) {
 		t.Error("the dump contains the key")
 	}
 }
+
+func TestLastUsedIsRecordedByTheGatewayOnShutdown(t *testing.T) {
+	dsn := pgKeyDB(t)
+	org := tenantCLIJSON(t, dsn, "org", "create", "--name", "Acme")
+	used := tenantCLIJSON(t, dsn, "key", "create", "--org-id", org.ID, "--name", "used")
+	unused := tenantCLIJSON(t, dsn, "key", "create", "--org-id", org.ID, "--name", "unused")
+	g := startProcess(t, fmt.Sprintf(pgGatewayConfig, ""), "DATABASE_URL="+dsn)
+	waitForReady(t, g, "ok")
+	start := time.Now().Truncate(time.Second)
+	if code, body := callWithKey(t, g, "/", used.Key); code != http.StatusOK {
+		t.Fatalf("%d %s", code, body)
+	}
+	// Usage is written every minute, and once more when the gateway stops.
+	g.Stop()
+	var keys []struct {
+		ID       string     `json:"id"`
+		LastUsed *time.Time `json:"last_used_at"`
+	}
+	if err := json.Unmarshal([]byte(tenantCLI(t, dsn, "key", "list", "--org-id", org.ID, "--json")), &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		switch {
+		case k.ID == used.ID && (k.LastUsed == nil || k.LastUsed.Before(start) || k.LastUsed.After(time.Now())):
+			t.Errorf("used key: last_used_at = %v, want the second of its request (from %v)", k.LastUsed, start)
+		case k.ID == unused.ID && k.LastUsed != nil:
+			t.Errorf("unused key: last_used_at = %v, want null", k.LastUsed)
+		}
+	}
+	if len(keys) != 2 {
+		t.Errorf("key list: %d keys, want 2", len(keys))
+	}
+}
