@@ -19,8 +19,9 @@
 # Usage: scripts/bench.sh [-d duration] [-c connections] [-t wrk_threads] [-r rounds]
 #   defaults: -d 5s -c 32 -t 2 -r 3   (under 2 minutes on 2 cores)
 # Environment: REDIS_ADDR (host:port), DATABASE_URL, BENCH_CPUPROFILE=<file>
-# (a 10 s CPU profile of the auth+redis site under load, from Caddy's admin
-# pprof endpoint).
+# (a 10 s CPU profile of one site under load, from Caddy's admin pprof
+# endpoint; BENCH_PROFILE_SITE picks the site, default auth+redis),
+# BENCH_RAW=1 (print every round's numbers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -154,9 +155,10 @@ run_wrk() {
 echo "bench: warming up" >&2
 for site in "${sites[@]}"; do run_wrk "$site" 2s >/dev/null; done
 
-if [ -n "${BENCH_CPUPROFILE:-}" ] && [ -n "$redis_addr" ]; then
-	echo "bench: CPU profile of auth+redis → $BENCH_CPUPROFILE" >&2
-	run_wrk auth+redis 12s >/dev/null &
+profile_site=${BENCH_PROFILE_SITE:-auth+redis}
+if [ -n "${BENCH_CPUPROFILE:-}" ] && [ -n "${port[$profile_site]:-}" ]; then
+	echo "bench: CPU profile of $profile_site → $BENCH_CPUPROFILE" >&2
+	run_wrk "$profile_site" 12s >/dev/null &
 	sleep 1
 	curl -s -o "$BENCH_CPUPROFILE" "http://127.0.0.1:$admin_port/debug/pprof/profile?seconds=10"
 	wait $!
