@@ -4,6 +4,8 @@
 # with one site per configuration, all proxying to the same backend:
 #
 #   bare            reverse_proxy only
+#   bare+headers    reverse_proxy + the nine rate-limit response headers, static
+#                   (Caddy's header directive): what those headers alone cost
 #   auth            tenant_auth (static key) + reverse_proxy
 #   auth+local      + tenant_ratelimit, in process
 #   auth+redis      + tenant_ratelimit on Redis     (REDIS_ADDR, or a private redis-server)
@@ -76,7 +78,7 @@ static_key=sk_test_benchBenchBenchBenchBenchBench
 plan="plan bench 90000000 100000000000 burst 1000000"
 alloc_port
 admin_port=$PORT
-sites=(bare auth auth+local)
+sites=(bare bare+headers auth auth+local)
 [ -n "$redis_addr" ] && sites+=(auth+redis)
 [ -n "$db_key" ] && [ -n "$redis_addr" ] && sites+=(auth+redis+db)
 
@@ -98,6 +100,21 @@ EOF
 		echo "	route {"
 		case $site in
 		bare) ;;
+		bare+headers)
+			# The nine rate-limit headers, static, with no Tenantgate code:
+			# what the response headers alone cost.
+			echo "		header {"
+			echo "			X-Ratelimit-Limit-Minute 90000000"
+			echo "			X-Ratelimit-Limit-Day 100000000000"
+			echo "			X-Ratelimit-Remaining-Minute 90999999"
+			echo "			X-Ratelimit-Remaining-Day 99999999999"
+			echo "			X-Ratelimit-Reset-Minute 2026-01-01T00:00:00Z"
+			echo "			X-Ratelimit-Reset-Day 2026-01-02T00:00:00Z"
+			echo "			X-Ratelimit-Burst 1000000"
+			echo "			Ratelimit-Policy \"\\\"minute\\\";q=91000000;w=60, \\\"day\\\";q=100000000000;w=86400\""
+			echo "			Ratelimit \"\\\"minute\\\";r=90999999;t=1, \\\"day\\\";r=99999999999;t=80000\""
+			echo "		}"
+			;;
 		auth)
 			echo "		tenant_auth {"
 			echo "			key $static_key org_bench bench"
