@@ -32,7 +32,7 @@ done
 script=flood
 next_port=${FLOOD_BASE_PORT:-19400}
 . scripts/lib.sh
-command -v redis-server >/dev/null || die "redis-server is not installed; on Debian/Ubuntu: sudo apt-get install -y redis-server"
+command -v redis-server >/dev/null || die "redis-server is not installed; on Debian/Ubuntu: apt-get install -y (as root) redis-server"
 build_and_start_backend
 alloc_port
 redis_port=$PORT

@@ -5,7 +5,7 @@
 
 die() { echo "$script: $*" >&2; exit 1; }
 
-command -v wrk >/dev/null || die "wrk is not installed; on Debian/Ubuntu: sudo apt-get install -y wrk"
+command -v wrk >/dev/null || die "wrk is not installed; on Debian/Ubuntu: apt-get install -y (as root) wrk"
 command -v go >/dev/null || die "go is not installed"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tenantgate-$script.XXXXXX")
