@@ -2,7 +2,6 @@ package caddyauth
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,26 +85,6 @@ func (c *keyQueryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pg
 }
 
 func (c *keyQueryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-// fakeClock is an injected clock that only moves when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Now()} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // testPGSettings are small caches with the production TTLs.
 func testPGSettings() pgSettings {

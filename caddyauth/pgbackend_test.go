@@ -150,17 +150,17 @@ func TestPGTTLsFollowTheInjectedClock(t *testing.T) {
 	dsn := pgMigratedDB(t)
 	conn := pgConnect(t, dsn)
 	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
-	clock := newFakeClock()
+	clock := testenv.NewClock(time.Now())
 	queries := new(keyQueryCounter)
 	s := testPGSettings()
 	s.cacheTTL, s.negativeCacheTTL = time.Minute, 30*time.Second
-	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, tracer: queries, now: clock.now})
+	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, tracer: queries, now: clock.Now})
 	ctx := context.Background()
 	known, unknown := HashKey(k.Key), HashKey(randomKey(t))
 
 	step := func(what string, advance time.Duration, wantQueries int64) {
 		t.Helper()
-		clock.advance(advance)
+		clock.Advance(advance)
 		before := queries.n.Load()
 		if _, err := b.Lookup(ctx, known); err != nil {
 			t.Fatalf("%s: known key: %v", what, err)
@@ -183,20 +183,20 @@ func TestPGCachedKeyExpiresOnTime(t *testing.T) {
 	dsn := pgMigratedDB(t)
 	conn := pgConnect(t, dsn)
 	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, time.Hour)
-	clock := newFakeClock()
+	clock := testenv.NewClock(time.Now())
 	queries := new(keyQueryCounter)
 	s := testPGSettings()
 	s.cacheTTL = 24 * time.Hour
-	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, tracer: queries, now: clock.now})
+	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, tracer: queries, now: clock.Now})
 	h := HashKey(k.Key)
 	if _, err := b.Lookup(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
-	clock.advance(59 * time.Minute)
+	clock.Advance(59 * time.Minute)
 	if _, err := b.Lookup(context.Background(), h); err != nil {
 		t.Fatalf("59 minutes in: %v", err)
 	}
-	clock.advance(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	if _, err := b.Lookup(context.Background(), h); !errors.Is(err, ErrExpiredKey) {
 		t.Fatalf("61 minutes in: err = %v, want ErrExpiredKey", err)
 	}
@@ -248,15 +248,15 @@ func TestPGOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	org := pgSeedOrg(t, conn, "basic")
 	used := pgSeedKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
-	clock := newFakeClock()
-	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{noBackground: true, now: clock.now})
+	clock := testenv.NewClock(time.Now())
+	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{noBackground: true, now: clock.Now})
 	ctx := context.Background()
 	if _, err := b.Lookup(ctx, HashKey(used.Key)); err != nil {
 		t.Fatal(err)
 	}
 
 	proxy.Cut()
-	clock.advance(DefaultCacheTTL + time.Minute) // the cached copy is stale now
+	clock.Advance(DefaultCacheTTL + time.Minute) // the cached copy is stale now
 	if id, err := b.Lookup(ctx, HashKey(used.Key)); err != nil || id.KeyID != used.ID {
 		t.Errorf("cached key during the outage: %v, %v; want it served (stale-if-error)", id, err)
 	}
@@ -270,7 +270,7 @@ func TestPGOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	}
 
 	proxy.Restore()
-	clock.advance(2 * pgRetryPause)
+	clock.Advance(2 * pgRetryPause)
 	if id, err := b.Lookup(ctx, HashKey(newKey.Key)); err != nil || id.KeyID != newKey.ID {
 		t.Errorf("new key after recovery: %v, %v; want it accepted", id, err)
 	}

@@ -51,15 +51,15 @@ func TestPGUsageFlushRecordsTheLastUse(t *testing.T) {
 	conn := pgConnect(t, dsn)
 	org := pgSeedOrg(t, conn, "basic")
 	k, unused := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
-	clock := newFakeClock()
+	clock := testenv.NewClock(time.Now())
 	queries := new(keyQueryCounter)
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: clock.now, tracer: queries})
+	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: clock.Now, tracer: queries})
 	h := HashKey(k.Key)
 
 	use(t, b, h) // a miss
-	clock.advance(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	use(t, b, h) // a hit
-	want := clock.now().Truncate(time.Second)
+	want := clock.Now().Truncate(time.Second)
 	flush(t, b, 1)
 	if got := lastUsed(t, conn, k.ID); !got.Equal(want) {
 		t.Errorf("last_used_at = %v, want the clock's second %v", got, want)
@@ -81,22 +81,21 @@ func TestPGUsageFlushRecordsTheLastUse(t *testing.T) {
 
 	// Another gateway, whose clock is ahead, records a later use; this one's
 	// later flush of an older second does not move it backwards.
-	ahead := newFakeClock()
-	ahead.t = want.Add(time.Hour)
-	other := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: ahead.now})
+	ahead := testenv.NewClock(want.Add(time.Hour))
+	other := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: ahead.Now})
 	use(t, other, h)
 	flush(t, other, 1)
-	clock.advance(10 * time.Second)
+	clock.Advance(10 * time.Second)
 	use(t, b, h)
 	flush(t, b, 1)
 	if got := lastUsed(t, conn, k.ID); !got.Equal(want.Add(time.Hour)) {
 		t.Errorf("last_used_at = %v after an older flush, want the later %v kept", got, want.Add(time.Hour))
 	}
 	// …and once this gateway's use is the latest, it is written.
-	clock.advance(2 * time.Hour)
+	clock.Advance(2 * time.Hour)
 	use(t, b, h)
 	flush(t, b, 1)
-	if got, want := lastUsed(t, conn, k.ID), clock.now().Truncate(time.Second); !got.Equal(want) {
+	if got, want := lastUsed(t, conn, k.ID), clock.Now().Truncate(time.Second); !got.Equal(want) {
 		t.Errorf("last_used_at = %v, want %v", got, want)
 	}
 }
@@ -116,11 +115,11 @@ func TestPGUsageFlushWritesInBatches(t *testing.T) {
 		SELECT $1, 'bulk', 'sk_live_bulk', h FROM unnest($2::bytea[]) AS h`, org.ID, raw); err != nil {
 		t.Fatal(err)
 	}
-	clock := newFakeClock()
+	clock := testenv.NewClock(time.Now())
 	queries := new(keyQueryCounter)
 	s := testPGSettings()
 	s.cacheSize = 2 * n
-	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, now: clock.now, tracer: queries})
+	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, now: clock.Now, tracer: queries})
 	if err := b.warm(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +135,7 @@ func TestPGUsageFlushWritesInBatches(t *testing.T) {
 	}
 	var recorded int
 	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM api_keys WHERE last_used_at = $1`,
-		clock.now().Truncate(time.Second)).Scan(&recorded); err != nil {
+		clock.Now().Truncate(time.Second)).Scan(&recorded); err != nil {
 		t.Fatal(err)
 	}
 	if recorded != n {
@@ -190,14 +189,14 @@ func TestPGUsageSurvivesReplacedEntries(t *testing.T) {
 	ctx := context.Background()
 	org := pgSeedOrg(t, conn, "basic")
 	unchanged, changed, notified := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
-	clock := newFakeClock()
+	clock := testenv.NewClock(time.Now())
 	queries := new(keyQueryCounter)
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: clock.now, tracer: queries})
+	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: clock.Now, tracer: queries})
 	for _, k := range []NewAPIKey{unchanged, changed, notified} {
 		use(t, b, HashKey(k.Key))
 	}
-	want := clock.now().Truncate(time.Second)
-	clock.advance(time.Minute)
+	want := clock.Now().Truncate(time.Second)
+	clock.Advance(time.Minute)
 
 	// The refresh replaces every entry: one with the same identity, one
 	// whose plan changed. A notification drops the third.
@@ -234,12 +233,12 @@ func TestPGUsageFlushFailureKeepsTheMarks(t *testing.T) {
 	org := pgSeedOrg(t, conn, "basic")
 	cached, dropped := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
-	clock := newFakeClock()
-	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{noBackground: true, now: clock.now})
+	clock := testenv.NewClock(time.Now())
+	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{noBackground: true, now: clock.Now})
 	use(t, b, HashKey(cached.Key))
 	use(t, b, HashKey(dropped.Key))
 	b.invalidate(HashKey(dropped.Key)) // its use waits outside the cache
-	want := clock.now().Truncate(time.Second)
+	want := clock.Now().Truncate(time.Second)
 
 	proxy.Cut()
 	if n, err := b.flushUsage(context.Background()); err == nil {

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 func TestBucketBurstThenDeny(t *testing.T) {
@@ -71,7 +73,7 @@ func TestBucketDenialConsumesNothing(t *testing.T) {
 }
 
 func TestDailyQuotaAndRolloverAtMidnightUTC(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T23:59:00Z"))
+	clock := testenv.NewClock(mustTime(t, "2026-01-25T23:59:00Z"))
 	l := newTestLocal(t, clock)
 	p := NewPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
 	if got := admitted(t, l, "org", p, 5); got != 5 {
@@ -102,7 +104,7 @@ func TestDailyQuotaAndRolloverAtMidnightUTC(t *testing.T) {
 func TestDayRolloverIgnoresLocalTimeZone(t *testing.T) {
 	// 23:30 in UTC-5 is 04:30 UTC the next day: the quota follows UTC.
 	est := time.FixedZone("EST", -5*3600)
-	clock := newFakeClock(time.Date(2026, 1, 25, 23, 30, 0, 0, est))
+	clock := testenv.NewClock(time.Date(2026, 1, 25, 23, 30, 0, 0, est))
 	l := newTestLocal(t, clock)
 	p := NewPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
 	d := decide(t, l, "org", p)
@@ -113,7 +115,7 @@ func TestDayRolloverIgnoresLocalTimeZone(t *testing.T) {
 }
 
 func TestLoweredCapacityClipsBucket(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
+	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
 	l := newTestLocal(t, clock)
 	big := NewPolicy("big", Limits{PerMinute: 100, PerDay: 1000, Burst: 100})
 	decide(t, l, "org", big) // 199 tokens left
@@ -145,7 +147,7 @@ func TestLocalLimiterForgetsIdleOrganizations(t *testing.T) {
 }
 
 func TestLocalLimiterIsBounded(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
+	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
 	const bound = 64 * numShards
 	l := NewLocalLimiter(bound, clock.Now)
 	defer l.Destruct()

@@ -35,7 +35,7 @@ type failoverFixture struct {
 	shared *sharedRedis
 	proxy  *faultproxy.Proxy
 	redis  *countingLimiter
-	clock  *fakeClock
+	clock  *testenv.Clock
 	direct *redis.Client // straight to Redis, for inspecting keys
 	prefix string
 }
@@ -56,7 +56,7 @@ func newFailoverFixture(t *testing.T, onError string, timeout time.Duration) *fa
 	m := newMetrics()
 	shared := newSharedRedis(opts, m, zaptest.NewLogger(t))
 	t.Cleanup(func() { _ = shared.Destruct() })
-	clock := newFakeClock(time.Now())
+	clock := testenv.NewClock(time.Now())
 	shared.breaker.clock = clock.Now
 	counting := &countingLimiter{inner: NewRedisLimiter(shared.client, prefix)}
 	local := newTestLocal(t, clock)

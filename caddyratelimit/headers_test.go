@@ -4,10 +4,12 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 func TestHeaderValues(t *testing.T) {
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15.250Z"))
+	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15.250Z"))
 	l := newTestLocal(t, clock)
 	p := NewPolicy("tiny", tinyLimits)
 	hw := new(headerWriter)

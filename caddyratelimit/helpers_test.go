@@ -2,30 +2,11 @@ package caddyratelimit
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
-
-// fakeClock is a settable clock for tests: time moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // tiny is the example plan: 6/min, burst 4, so capacity 10 and one
 // token every 10 s.
@@ -33,7 +14,7 @@ var tinyLimits = Limits{PerMinute: 6, PerDay: 1000, Burst: 4}
 
 // newTestLocal returns an in-process limiter on a fake clock, stopped at
 // the end of the test.
-func newTestLocal(t *testing.T, clock *fakeClock) *LocalLimiter {
+func newTestLocal(t *testing.T, clock *testenv.Clock) *LocalLimiter {
 	t.Helper()
 	l := NewLocalLimiter(1000, clock.Now)
 	t.Cleanup(func() { _ = l.Destruct() })
@@ -42,9 +23,9 @@ func newTestLocal(t *testing.T, clock *fakeClock) *LocalLimiter {
 
 // tinyLocal is the common setup: an in-process limiter on a fake clock at
 // 2026-01-25T14:31:15Z and the tiny policy.
-func tinyLocal(t *testing.T) (*fakeClock, *LocalLimiter, *Policy) {
+func tinyLocal(t *testing.T) (*testenv.Clock, *LocalLimiter, *Policy) {
 	t.Helper()
-	clock := newFakeClock(mustTime(t, "2026-01-25T14:31:15Z"))
+	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
 	return clock, newTestLocal(t, clock), NewPolicy("tiny", tinyLimits)
 }
 

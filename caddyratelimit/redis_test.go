@@ -206,7 +206,7 @@ func TestRedisMatchesLocal(t *testing.T) {
 	// The same sequence of decisions from the Lua script and from Go.
 	client, prefix := newTestRedis(t)
 	rl := NewRedisLimiter(client, prefix)
-	clock := newFakeClock(time.Now())
+	clock := testenv.NewClock(time.Now())
 	ll := newTestLocal(t, clock)
 	p := NewPolicy("mixed", Limits{PerMinute: 3, PerDay: 7, Burst: 2})
 	for i := 0; i < 12; i++ {
