@@ -23,9 +23,9 @@ db=tenantgate_memory_$$
 db_url="${base%/*}/$db$params"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tenantgate-memory.XXXXXX")
-gateway_pid=""
 cleanup() {
-	[ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null && wait "$gateway_pid" 2>/dev/null
+	# measure runs in a subshell: it leaves its gateway's PID in a file.
+	[ -f "$work/gateway.pid" ] && kill "$(cat "$work/gateway.pid")" 2>/dev/null
 	psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -59,7 +59,8 @@ measure() {
 }
 EOF
 	"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/$1.log" 2>&1 &
-	gateway_pid=$!
+	local gateway_pid=$!
+	echo "$gateway_pid" >"$work/gateway.pid"
 	local warmed=""
 	for _ in $(seq 1 600); do
 		warmed=$(sed -n 's/.*"key cache warmed".*"keys":\([0-9]*\).*/\1/p' "$work/$1.log")
@@ -74,7 +75,7 @@ EOF
 	echo "$(awk '/VmRSS/ {print $2}' "/proc/$gateway_pid/status") $heap $warmed"
 	kill "$gateway_pid"
 	wait "$gateway_pid" 2>/dev/null || true
-	gateway_pid=""
+	rm -f "$work/gateway.pid"
 }
 
 read -r empty_rss empty_heap empty_keys < <(measure empty)
