@@ -80,20 +80,3 @@ func RequestFromContext(ctx context.Context) *Request {
 	r, _ := caddyhttp.GetVar(ctx, requestVar).(*Request)
 	return r
 }
-
-// FromContext returns the identity tenant_auth attached to the request, or
-// nil when the request is not authenticated.
-func FromContext(ctx context.Context) *Identity {
-	if r := RequestFromContext(ctx); r != nil {
-		return r.Identity
-	}
-	return nil
-}
-
-// RequestIDFromContext returns the request ID tenant_auth assigned, or "".
-func RequestIDFromContext(ctx context.Context) string {
-	if r := RequestFromContext(ctx); r != nil {
-		return r.ID
-	}
-	return ""
-}
