@@ -69,3 +69,28 @@ func BenchmarkHashKey(b *testing.B) {
 	}
 	_ = sink
 }
+
+// BenchmarkAuthRejected measures the 403 answer to an unknown key: request
+// ID, parsing, hashing, lookup and the JSON envelope.
+func BenchmarkAuthRejected(b *testing.B) {
+	auth := &TenantAuth{}
+	static, err := newStaticStore(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth.static, auth.logger = static, zap.NewNop()
+
+	w := &discardWriter{h: make(http.Header)}
+	base := caddyhttp.PrepareRequest(httptest.NewRequest(http.MethodGet, "http://gateway/api/users", nil), caddy.NewReplacer(), w, nil)
+	authValue := []string{"Bearer sk_test_unknown"}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		r := base.WithContext(context.WithValue(base.Context(), caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields)))
+		r.Header["Authorization"] = authValue
+		delete(r.Header, "X-Request-Id")
+		if err := auth.ServeHTTP(w, r, nopHandler{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -102,8 +102,8 @@ func TestServeUnknownPlanIs500(t *testing.T) {
 	if w.Code != http.StatusInternalServerError || next.calls != 0 {
 		t.Fatalf("status %d, next called %d times; want 500 and never passed on", w.Code, next.calls)
 	}
-	if env := decodeEnvelope(t, w); !strings.Contains(env.Error.Message, `"gold"`) {
-		t.Errorf("message %q does not name the plan", env.Error.Message)
+	if env := decodeEnvelope(t, w); strings.Contains(env.Error.Message, "gold") {
+		t.Errorf("message %q names the plan to the client", env.Error.Message)
 	}
 	if logs.FilterLevelExact(zapcore.ErrorLevel).Len() != 1 {
 		t.Errorf("want one ERROR log line, got %v", logs.All())
