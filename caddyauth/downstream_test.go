@@ -25,11 +25,8 @@ const downstreamTestKey = "sk_test_downstream0123456789abcdefgh"
 // logging into the returned observer.
 func newHandlerForTest(t *testing.T) (*TenantAuth, *observer.ObservedLogs) {
 	t.Helper()
-	static, err := newStaticStore([]StaticKey{{Key: downstreamTestKey, OrgID: "org_1", Plan: "premium"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	core, logs := observer.New(zapcore.DebugLevel)
+	static := staticStoreOf(t, StaticKey{Key: downstreamTestKey, OrgID: "org_1", Plan: "premium"})
 	return &TenantAuth{static: static, logger: zap.New(core)}, logs
 }
 

@@ -24,19 +24,39 @@ func init() {
 // and renders every error raised downstream of it, panics included, as the
 // JSON error envelope.
 type TenantAuth struct {
-	// Keys are static API keys, declared in the config. They are hashed at
-	// provision time and work beside any database keys.
+	// Keys are static API keys, each with its key_hash (what the Caddyfile
+	// adapter writes) or its key (a literal, or a placeholder such as
+	// {env.OPS_KEY} expanded at provision). They work beside any database
+	// keys. Default: none.
 	Keys []StaticKey `json:"keys,omitempty"`
 
+	// KeyList is more static keys in the VALID_API_KEYS format,
+	// "key:org_id:plan[,key:org_id:plan…]", usually a placeholder such as
+	// {env.VALID_API_KEYS}: it is expanded and parsed at provision, in the
+	// environment of the running server, so the keys themselves never
+	// reach the stored config and a reload from another shell keeps them.
+	// Empty: no keys. Default: "".
+	KeyList string `json:"key_list,omitempty"`
+
+	// DemoKeys are keys for trying the gateway out, such as the published
+	// sk_test_abc123. They are accepted only while the handler has no
+	// other keys at all: no database (database_url empty once expanded)
+	// and no keys or key_list entries. So setting DATABASE_URL or
+	// VALID_API_KEYS switches them off. Default: none.
+	DemoKeys []StaticKey `json:"demo_keys,omitempty"`
+
 	// ForwardKey keeps the Authorization header on the request sent to the
-	// backend. By default it is removed so backends never see tenants' keys.
+	// backend. By default it is removed so backends never see tenants'
+	// keys. Default: false.
 	ForwardKey bool `json:"forward_key,omitempty"`
 
 	// DatabaseURL is the PostgreSQL connection string (URL or key=value
 	// form) of the key database created by `caddy tenant migrate`.
-	// Placeholders such as {env.DATABASE_URL} are expanded. Empty: static
-	// keys only. The connection pool, key cache and change listener are
-	// shared by every config with the same URL and survive reloads.
+	// Placeholders such as {env.DATABASE_URL} are expanded at provision in
+	// the running server's environment; with one, the password never
+	// reaches the stored config. Empty: static keys only. The connection
+	// pool, key cache and change listener are shared by every config with
+	// the same URL and survive reloads. Default: "".
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	// CacheTTL is how long a database key stays cached before it is read
@@ -88,14 +108,10 @@ func (TenantAuth) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision hashes the static keys and sets up the key stores.
+// Provision expands and hashes the static keys and sets up the key stores.
 func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	static, err := newStaticStore(a.Keys)
-	if err != nil {
-		return fmt.Errorf("tenant_auth: %w", err)
-	}
-	a.static = static
+	var err error
 	if a.metrics, err = newAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("tenant_auth: registering metrics: %w", err)
 	}
@@ -103,7 +119,14 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	a.dsn = caddy.NewReplacer().ReplaceKnown(a.DatabaseURL, "")
+	// Unknown placeholders stay as written: braces are legal in a
+	// password of the key=value form.
+	repl := caddy.NewReplacer()
+	dsn := repl.ReplaceKnown(a.DatabaseURL, "")
+	if err := a.provisionStaticKeys(repl, dsn != ""); err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
+	}
+	a.dsn = dsn
 	if a.dsn == "" {
 		return nil
 	}
@@ -119,6 +142,55 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	}
 	health.Register("postgres", backend.health)
 	return nil
+}
+
+// provisionStaticKeys builds the static store from keys and key_list, or
+// from demo_keys when there is neither those nor a database, and warns
+// about demo-style keys accepted beside a database.
+func (a *TenantAuth) provisionStaticKeys(repl *caddy.Replacer, withDatabase bool) error {
+	keys, err := resolveStaticKeys(repl, "static key", a.Keys)
+	if err != nil {
+		return err
+	}
+	if a.KeyList != "" {
+		listed, err := resolveKeyList(repl, a.KeyList)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, listed...)
+	}
+	demo, err := resolveStaticKeys(repl, "demo key", a.DemoKeys)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(demo) > 0 && !withDatabase && len(keys) == 0:
+		keys = demo
+		a.logger.Info("accepting the demo keys: no database and no other keys are configured",
+			zap.Strings("key_ids", staticKeyIDs(demo)))
+	case len(demo) > 0:
+		a.logger.Info("demo keys are off: a database or other keys are configured",
+			zap.Strings("key_ids", staticKeyIDs(demo)))
+	}
+	if withDatabase {
+		for _, k := range keys {
+			if k.demoStyle {
+				a.logger.Warn("a demo-style static key (the published demo key, or sk_test_ and not made by `caddy tenant key create`) is accepted beside the database: remove it in production",
+					zap.String("key_id", staticKeyID(k.hash)), zap.String("organization_id", k.orgID))
+			}
+		}
+	}
+	a.static, err = newStaticStore(keys)
+	return err
+}
+
+// staticKeyIDs lists the keys' IDs for logs.
+func staticKeyIDs(keys []resolvedKey) []string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = staticKeyID(k.hash)
+	}
+	return ids
 }
 
 // pgSettings validates the cache settings and fills in the defaults.
