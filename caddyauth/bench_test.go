@@ -59,13 +59,3 @@ func BenchmarkAuthCachedKey(b *testing.B) {
 		b.Fatalf("X-Organization-ID = %q after the hot path", got)
 	}
 }
-
-// BenchmarkHashKey measures hashing a presented key.
-func BenchmarkHashKey(b *testing.B) {
-	b.ReportAllocs()
-	var sink KeyHash
-	for b.Loop() {
-		sink = HashKey("sk_live_0123456789abcdefghijABCDEFGHIJ")
-	}
-	_ = sink
-}
