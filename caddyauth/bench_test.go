@@ -56,16 +56,6 @@ func BenchmarkAuthCachedKey(b *testing.B) {
 	}
 }
 
-// BenchmarkHashKey measures hashing a presented key.
-func BenchmarkHashKey(b *testing.B) {
-	b.ReportAllocs()
-	var sink KeyHash
-	for b.Loop() {
-		sink = HashKey("sk_live_0123456789abcdefghijABCDEFGHIJ")
-	}
-	_ = sink
-}
-
 // BenchmarkAuthRejected measures the 403 answer to an unknown key: request
 // ID, parsing, hashing, lookup and the JSON envelope.
 func BenchmarkAuthRejected(b *testing.B) {

@@ -18,13 +18,19 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
+
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // DatabaseURLEnv is read when --database-url is not given.
 const DatabaseURLEnv = "DATABASE_URL"
 
-// cliTimeout bounds one CLI command's work against the database.
-const cliTimeout = 30 * time.Second
+// cliTimeout bounds one CLI command's work against the database, and
+// cliConnectTimeout the connection to it.
+const (
+	cliTimeout        = 30 * time.Second
+	cliConnectTimeout = 5 * time.Second
+)
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
@@ -73,7 +79,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	}
 	ctx, cancel := cliContext()
 	defer cancel()
-	res, err := Migrate(ctx, cfg)
+	res, err := keystore.Migrate(ctx, cfg)
 	if err != nil {
 		return dbError(err)
 	}
@@ -103,7 +109,7 @@ func connConfig(cmd *cobra.Command) (*pgx.ConnConfig, error) {
 		return nil, fmt.Errorf("database URL: %w", err)
 	}
 	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = pgConnectTimeout
+		cfg.ConnectTimeout = cliConnectTimeout
 	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "tenantgate-cli"
@@ -111,8 +117,9 @@ func connConfig(cmd *cobra.Command) (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
-// withDB connects, runs f and closes the connection.
-func withDB(cmd *cobra.Command, f func(ctx context.Context, conn *pgx.Conn) error) error {
+// withDB connects, runs f with the store operations on that connection,
+// and closes it.
+func withDB(cmd *cobra.Command, f func(ctx context.Context, admin *keystore.Admin) error) error {
 	cfg, err := connConfig(cmd)
 	if err != nil {
 		return err
@@ -124,7 +131,7 @@ func withDB(cmd *cobra.Command, f func(ctx context.Context, conn *pgx.Conn) erro
 		return dbError(fmt.Errorf("cannot connect to PostgreSQL: %w", err))
 	}
 	defer conn.Close(context.Background())
-	return dbError(f(ctx, conn))
+	return dbError(f(ctx, keystore.NewAdmin(conn)))
 }
 
 // cliContext is cancelled by Ctrl-C or after cliTimeout.
@@ -217,4 +224,21 @@ func formatTime(t *time.Time, alt string) string {
 		return alt
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// allPages collects every page of a store listing.
+func allPages[T any](list func(cursor string) ([]T, string, error)) ([]T, error) {
+	var all []T
+	cursor := ""
+	for {
+		page, next, err := list(cursor)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		cursor = next
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // StaticKey is an API key declared in the config instead of the database,
@@ -54,7 +55,7 @@ const publishedDemoKey = "sk_test_abc123"
 // demoStyleKey reports whether key looks like a demo or hand-made test key
 // rather than a generated one.
 func demoStyleKey(key string) bool {
-	return key == publishedDemoKey || strings.HasPrefix(key, TestKeyPrefix) && !WellFormedKey(key)
+	return key == publishedDemoKey || strings.HasPrefix(key, keystore.TestKeyPrefix) && !keystore.WellFormedKey(key)
 }
 
 // HashedStaticKey returns k with its key replaced by key_hash (and

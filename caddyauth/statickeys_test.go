@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 func TestParseKeyList(t *testing.T) {
@@ -77,7 +79,7 @@ func TestSplitKeyListHashesLiteralsAndKeepsPlaceholders(t *testing.T) {
 }
 
 func TestDemoStyleKeys(t *testing.T) {
-	generated, err := GenerateKey(true)
+	generated, err := keystore.GenerateKey(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +202,7 @@ func TestDemoKeysOnlyWithoutDatabaseAndOtherKeys(t *testing.T) {
 
 func TestDemoStyleKeyBesideDatabaseWarns(t *testing.T) {
 	t.Setenv("TG_TEST_KEYS", "sk_test_abc123:org_1:premium")
-	generated, err := GenerateKey(true)
+	generated, err := keystore.GenerateKey(true)
 	if err != nil {
 		t.Fatal(err)
 	}

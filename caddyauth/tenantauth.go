@@ -6,6 +6,7 @@ package caddyauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 func init() {
@@ -86,19 +88,10 @@ type TenantAuth struct {
 	// dynamic is the key store consulted after the static keys (Postgres);
 	// nil when none is configured.
 	dynamic KeyStore
-	dsn     string // expanded DatabaseURL; the key of the shared store
+	store   *keystore.Handle // this config's use of the shared PostgreSQL store
 	metrics *authMetrics
 	logger  *zap.Logger
 }
-
-// Defaults of the database key cache.
-const (
-	DefaultCacheTTL          = 15 * time.Minute
-	DefaultNegativeCacheTTL  = 30 * time.Second
-	DefaultRefreshInterval   = 15 * time.Minute
-	DefaultCacheSize         = 100_000
-	DefaultNegativeCacheSize = 10_000
-)
 
 // CaddyModule returns the Caddy module information.
 func (TenantAuth) CaddyModule() caddy.ModuleInfo {
@@ -112,12 +105,8 @@ func (TenantAuth) CaddyModule() caddy.ModuleInfo {
 func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	var err error
-	if a.metrics, err = newAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if a.metrics, err = acquireAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("tenant_auth: registering metrics: %w", err)
-	}
-	settings, err := a.pgSettings()
-	if err != nil {
-		return fmt.Errorf("tenant_auth: %w", err)
 	}
 	// Unknown placeholders stay as written: braces are legal in a
 	// password of the key=value form.
@@ -126,21 +115,34 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	if err := a.provisionStaticKeys(repl, dsn != ""); err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	a.dsn = dsn
-	if a.dsn == "" {
+	if dsn == "" {
 		return nil
 	}
-	backend, err := acquirePGBackend(a.dsn, settings)
-	if err != nil {
-		a.dsn = ""
-		return fmt.Errorf("tenant_auth: %w", err)
-	}
-	a.dynamic = pgKeys{pgBackend: backend, metrics: a.metrics}
 	health, err := tenant.HealthFromContext(ctx)
 	if err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	health.Register("postgres", backend.health)
+	a.store, err = keystore.Acquire(keystore.Config{
+		DatabaseURL: dsn,
+		Settings: keystore.Settings{
+			CacheTTL:          time.Duration(a.CacheTTL),
+			NegativeCacheTTL:  time.Duration(a.NegativeCacheTTL),
+			RefreshInterval:   time.Duration(a.RefreshInterval),
+			CacheSize:         a.CacheSize,
+			NegativeCacheSize: a.NegativeCacheSize,
+			Logger:            a.logger,
+		},
+		StaticKeys: len(a.static) > 0,
+		Metrics:    ctx.GetMetricsRegistry(),
+	})
+	if err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
+	}
+	a.dynamic = a.store
+	health.RegisterDependency("postgres", a.store.Target(), a.store.Health)
+	// The shared store takes this config's settings only once the config
+	// is committed: a config that fails or is dropped changes nothing.
+	health.OnStart(a.store.Activate)
 	return nil
 }
 
@@ -193,38 +195,16 @@ func staticKeyIDs(keys []resolvedKey) []string {
 	return ids
 }
 
-// pgSettings validates the cache settings and fills in the defaults.
-func (a *TenantAuth) pgSettings() (pgSettings, error) {
-	s := pgSettings{
-		cacheTTL:         orDefault(time.Duration(a.CacheTTL), DefaultCacheTTL),
-		negativeCacheTTL: orDefault(time.Duration(a.NegativeCacheTTL), DefaultNegativeCacheTTL),
-		refreshInterval:  orDefault(time.Duration(a.RefreshInterval), DefaultRefreshInterval),
-		cacheSize:        orDefault(a.CacheSize, DefaultCacheSize),
-		negativeSize:     orDefault(a.NegativeCacheSize, DefaultNegativeCacheSize),
-	}
-	switch {
-	case a.CacheTTL < 0, a.NegativeCacheTTL < 0, a.RefreshInterval < 0:
-		return s, fmt.Errorf("cache_ttl, negative_cache_ttl and refresh_interval must be positive")
-	case a.CacheSize < 0, a.NegativeCacheSize < 0, a.CacheSize > maxCacheSize, a.NegativeCacheSize > maxCacheSize:
-		return s, fmt.Errorf("cache_size and negative_cache_size must be from 1 to %d", maxCacheSize)
-	}
-	return s, nil
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}
-
-// Cleanup releases this config's use of the shared Postgres store.
+// Cleanup releases this config's use of the shared store and metrics.
 func (a *TenantAuth) Cleanup() error {
-	if a.dsn != "" {
-		releasePGBackend(a.dsn)
+	var errs []error
+	if a.store != nil {
+		errs = append(errs, a.store.Release())
 	}
-	return nil
+	if a.metrics != nil {
+		errs = append(errs, releaseAuthMetrics())
+	}
+	return errors.Join(errs...)
 }
 
 // lookup resolves a token: static keys first (no lock, no allocation),
@@ -235,7 +215,7 @@ func (a *TenantAuth) lookup(ctx context.Context, token string) (*tenant.Identity
 	if id, ok := a.static[h]; ok {
 		return id, nil
 	}
-	if a.dynamic == nil || !WellFormedKey(token) {
+	if a.dynamic == nil || !keystore.WellFormedKey(token) {
 		return nil, ErrUnknownKey
 	}
 	return a.dynamic.Lookup(ctx, h)

@@ -1,4 +1,4 @@
-package caddyauth
+package keystore
 
 import (
 	"context"
@@ -27,9 +27,9 @@ func lastUsed(t *testing.T, conn *pgx.Conn, keyID string) time.Time {
 }
 
 // flush runs one flush and checks how many keys it wrote.
-func flush(t *testing.T, b pgKeys, want int) {
+func flush(t *testing.T, b *Store, want int) {
 	t.Helper()
-	n, err := b.flushUsage(context.Background())
+	n, err := b.flushLastUse(context.Background())
 	if err != nil {
 		t.Fatalf("flush: %v", err)
 	}
@@ -39,7 +39,7 @@ func flush(t *testing.T, b pgKeys, want int) {
 }
 
 // use looks a key up and fails the test unless it is accepted.
-func use(t *testing.T, b pgKeys, h KeyHash) {
+func use(t *testing.T, b *Store, h KeyHash) {
 	t.Helper()
 	if _, err := b.Lookup(context.Background(), h); err != nil {
 		t.Fatal(err)
@@ -47,13 +47,13 @@ func use(t *testing.T, b pgKeys, h KeyHash) {
 }
 
 func TestPGUsageFlushRecordsTheLastUse(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	org := pgSeedOrg(t, conn, "basic")
-	k, unused := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	org := seedOrg(t, conn, "basic")
+	k, unused := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
 	clock := testenv.NewClock(time.Now())
-	queries := new(keyQueryCounter)
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: clock.Now, tracer: queries})
+	queries := new(queryCounter)
+	b := testStore(t, dsn, testSettings(), options{noBackground: true, now: clock.Now, tracer: queries})
 	h := HashKey(k.Key)
 
 	use(t, b, h) // a miss
@@ -67,7 +67,7 @@ func TestPGUsageFlushRecordsTheLastUse(t *testing.T) {
 	if got := lastUsed(t, conn, unused.ID); !got.IsZero() {
 		t.Errorf("unused key's last_used_at = %v, want null", got)
 	}
-	if n := queries.usages.Load(); n != 1 {
+	if n := queries.lastUses.Load(); n != 1 {
 		t.Errorf("the flush made %d UPDATEs, want 1", n)
 	}
 
@@ -75,14 +75,14 @@ func TestPGUsageFlushRecordsTheLastUse(t *testing.T) {
 	flush(t, b, 0)
 	use(t, b, h)
 	flush(t, b, 0)
-	if n := queries.usages.Load(); n != 1 {
+	if n := queries.lastUses.Load(); n != 1 {
 		t.Errorf("flushes with nothing new made %d more UPDATEs, want 0", n-1)
 	}
 
 	// Another gateway, whose clock is ahead, records a later use; this one's
 	// later flush of an older second does not move it backwards.
 	ahead := testenv.NewClock(want.Add(time.Hour))
-	other := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: ahead.Now})
+	other := testStore(t, dsn, testSettings(), options{noBackground: true, now: ahead.Now})
 	use(t, other, h)
 	flush(t, other, 1)
 	clock.Advance(10 * time.Second)
@@ -101,10 +101,10 @@ func TestPGUsageFlushRecordsTheLastUse(t *testing.T) {
 }
 
 func TestPGUsageFlushWritesInBatches(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	org := pgSeedOrg(t, conn, "basic")
-	const n = 2*usageBatchSize + 500
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	org := seedOrg(t, conn, "basic")
+	const n = 2*lastUseBatchSize + 500
 	hashes := make([]KeyHash, n)
 	raw := make([][]byte, n)
 	for i := range hashes {
@@ -116,10 +116,10 @@ func TestPGUsageFlushWritesInBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := testenv.NewClock(time.Now())
-	queries := new(keyQueryCounter)
-	s := testPGSettings()
-	s.cacheSize = 2 * n
-	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, now: clock.Now, tracer: queries})
+	queries := new(queryCounter)
+	s := testSettings()
+	s.CacheSize = 2 * n
+	b := testStore(t, dsn, s, options{noBackground: true, now: clock.Now, tracer: queries})
 	if err := b.warm(); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestPGUsageFlushWritesInBatches(t *testing.T) {
 		t.Fatalf("%d lookups after the warm start, want 0", q)
 	}
 	flush(t, b, n)
-	if got, want := queries.usages.Load(), int64(3); got != want {
+	if got, want := queries.lastUses.Load(), int64(3); got != want {
 		t.Errorf("flushing %d keys made %d UPDATEs, want %d", n, got, want)
 	}
 	var recorded int
@@ -144,15 +144,15 @@ func TestPGUsageFlushWritesInBatches(t *testing.T) {
 }
 
 func TestPGUsageFlushDoesNotInvalidateTheCache(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
 	ctx := context.Background()
-	org := pgSeedOrg(t, conn, "basic")
-	k, sentinel := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
-	queries := new(keyQueryCounter)
-	s := testPGSettings()
-	s.cacheTTL = 24 * time.Hour
-	b := pgTestBackend(t, dsn, s, pgOptions{tracer: queries})
+	org := seedOrg(t, conn, "basic")
+	k, sentinel := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	queries := new(queryCounter)
+	s := testSettings()
+	s.CacheTTL = 24 * time.Hour
+	b := testStore(t, dsn, s, options{tracer: queries})
 	waitFor(t, 5*time.Second, "the LISTEN connection", b.state.listening.Load)
 	h := HashKey(k.Key)
 	use(t, b, h)
@@ -165,7 +165,7 @@ func TestPGUsageFlushDoesNotInvalidateTheCache(t *testing.T) {
 	}
 	// Notifications arrive in commit order: once the sentinel's revocation
 	// has been applied, any notification the flush caused has been too.
-	if _, err := revokeKey(ctx, conn, sentinel.ID); err != nil {
+	if _, err := NewAdmin(conn).RevokeKey(ctx, sentinel.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "the sentinel's revocation", func() bool {
@@ -184,14 +184,14 @@ func TestPGUsageFlushDoesNotInvalidateTheCache(t *testing.T) {
 }
 
 func TestPGUsageSurvivesReplacedEntries(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
 	ctx := context.Background()
-	org := pgSeedOrg(t, conn, "basic")
-	unchanged, changed, notified := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
+	org := seedOrg(t, conn, "basic")
+	unchanged, changed, notified := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
 	clock := testenv.NewClock(time.Now())
-	queries := new(keyQueryCounter)
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, now: clock.Now, tracer: queries})
+	queries := new(queryCounter)
+	b := testStore(t, dsn, testSettings(), options{noBackground: true, now: clock.Now, tracer: queries})
 	for _, k := range []NewAPIKey{unchanged, changed, notified} {
 		use(t, b, HashKey(k.Key))
 	}
@@ -221,27 +221,27 @@ func TestPGUsageSurvivesReplacedEntries(t *testing.T) {
 	if got := lastUsed(t, conn, notified.ID); !got.Equal(want) {
 		t.Errorf("key dropped by a notification: last_used_at = %v, want %v", got, want)
 	}
-	if n := queries.usages.Load(); n != 1 {
+	if n := queries.lastUses.Load(); n != 1 {
 		t.Errorf("the flush made %d UPDATEs, want 1", n)
 	}
 	flush(t, b, 0) // what was carried over is not written twice
 }
 
 func TestPGUsageFlushFailureKeepsTheMarks(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	org := pgSeedOrg(t, conn, "basic")
-	cached, dropped := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	org := seedOrg(t, conn, "basic")
+	cached, dropped := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
-	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{noBackground: true, now: clock.Now})
+	b := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
 	use(t, b, HashKey(cached.Key))
 	use(t, b, HashKey(dropped.Key))
 	b.invalidate(HashKey(dropped.Key)) // its use waits outside the cache
 	want := clock.Now().Truncate(time.Second)
 
 	proxy.Cut()
-	if n, err := b.flushUsage(context.Background()); err == nil {
+	if n, err := b.flushLastUse(context.Background()); err == nil {
 		t.Fatalf("flush with Postgres down wrote %d keys and no error", n)
 	}
 	use(t, b, HashKey(cached.Key)) // cached keys are served meanwhile
@@ -255,25 +255,25 @@ func TestPGUsageFlushFailureKeepsTheMarks(t *testing.T) {
 }
 
 func TestPGUsageFlushDoesNotSlowRequests(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
-	queries := &keyQueryCounter{usageDelay: time.Second} // a slow UPDATE
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, tracer: queries})
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	queries := &queryCounter{lastUseDelay: time.Second} // a slow UPDATE
+	b := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 	h := HashKey(k.Key)
 	use(t, b, h)
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.flushUsage(context.Background())
+		_, err := b.flushLastUse(context.Background())
 		done <- err
 	}()
-	waitFor(t, time.Second, "the flush to start writing", func() bool { return queries.usages.Load() == 1 })
+	waitFor(t, time.Second, "the flush to start writing", func() bool { return queries.lastUses.Load() == 1 })
 	start := time.Now()
 	for range 1000 {
 		use(t, b, h)
 	}
-	if d := time.Since(start); d > queries.usageDelay/4 {
+	if d := time.Since(start); d > queries.lastUseDelay/4 {
 		t.Errorf("1000 cached lookups during a slow flush took %s", d)
 	}
 	select {

@@ -1,17 +1,38 @@
-package caddyauth
+package keystore
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"hash/crc32"
 )
 
+// KeyHash is the SHA-256 of an API key: the only form in which keys are
+// stored, cached or compared.
+type KeyHash [sha256.Size]byte
+
+// maxHashedInPlace is the longest key HashKey hashes from a stack buffer;
+// bearer tokens are at most 256 bytes.
+const maxHashedInPlace = 256
+
+// HashKey returns the SHA-256 of key. Keys up to 256 bytes are copied into
+// a stack buffer first, so hashing a presented key allocates nothing.
+func HashKey(key string) KeyHash {
+	if len(key) <= maxHashedInPlace {
+		var buf [maxHashedInPlace]byte
+		n := copy(buf[:], key)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(key))
+}
+
 // Database API keys are "sk_live_" or "sk_test_" followed by KeyBodyLen
-// base62 characters (DESIGN §4): KeyRandomLen from crypto/rand (about 154
-// bits) and a KeyChecksumLen-character CRC-32 of everything before it, as
-// GitHub's tokens carry. The checksum lets the gateway refuse typos and
-// random guesses without a database query, so a flood of made-up keys never
-// reaches Postgres.
+// base62 characters: KeyRandomLen from crypto/rand (about 154 bits) and a
+// KeyChecksumLen-character CRC-32 of everything before it, as GitHub's
+// tokens carry. The checksum catches typos without a database query and
+// lets secret scanners recognise a leaked key. It is not a secret: anyone
+// can mint well-formed keys, so it does not keep a flood of made-up keys
+// away from PostgreSQL; the key filter and the lookup lanes do (lanes.go).
 const (
 	LiveKeyPrefix  = "sk_live_"
 	TestKeyPrefix  = "sk_test_"

@@ -1,4 +1,4 @@
-package caddyauth
+package keystore
 
 import (
 	"context"
@@ -108,11 +108,6 @@ func forEachActiveKey(ctx context.Context, q querier, limit int, fn func(keyRow)
 		return nil
 	})
 	return err
-}
-
-// querier is what the key queries need (a pool, a connection).
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // verdict is what the store concluded about one key hash: an entry for a

@@ -1,4 +1,4 @@
-package caddyauth
+package keystore
 
 import (
 	"context"
@@ -21,17 +21,17 @@ import (
 // gateways can share the database. The migration's trigger does not
 // announce a change of last_used_at alone, so flushing empties no cache.
 const (
-	usageFlushInterval = time.Minute
-	usageBatchSize     = 1000
-	// usageFinalFlushTimeout bounds the flush made when the store is
-	// destroyed (shutdown, or a reload that drops its database_url).
-	usageFinalFlushTimeout = 2 * time.Second
-	// maxPendingUsage bounds the usage kept for keys no longer cached while
-	// flushes fail; beyond it, such uses are dropped (last_used_at is
-	// best effort, memory is not).
-	maxPendingUsage = 100_000
+	lastUseFlushInterval = time.Minute
+	lastUseBatchSize     = 1000
+	// lastUseFinalFlushTimeout bounds the flush made when the store is
+	// destroyed (shutdown, or a reload that drops its database).
+	lastUseFinalFlushTimeout = 2 * time.Second
+	// maxPendingLastUses bounds the uses kept for keys no longer cached
+	// while flushes fail; beyond it, such uses are dropped (last_used_at
+	// is best effort, memory is not).
+	maxPendingLastUses = 100_000
 
-	sqlRecordUsage = `UPDATE api_keys k
+	sqlRecordLastUse = `UPDATE api_keys k
 		SET last_used_at = GREATEST(coalesce(k.last_used_at, '-infinity'), u.t)
 		FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, t)
 		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.t)`
@@ -44,7 +44,7 @@ type cachedKey struct {
 	tenant.Identity
 	// lastUsed is the Unix second of the latest request accepted with the key.
 	lastUsed atomic.Int64
-	// flushed is the latest lastUsed written to Postgres.
+	// flushed is the latest lastUsed written to PostgreSQL.
 	flushed atomic.Int64
 }
 
@@ -73,23 +73,23 @@ func storeMax(a *atomic.Int64, v int64) {
 	}
 }
 
-// usageLog holds the unflushed uses of keys that left the cache (evicted,
-// invalidated, refused), until the next flush.
-type usageLog struct {
+// lastUseLog holds the unflushed uses of keys that left the cache
+// (evicted, invalidated, refused), until the next flush.
+type lastUseLog struct {
 	flushing sync.Mutex // one flush at a time
 	mu       sync.Mutex
 	pending  map[string]int64 // key ID → Unix second
 }
 
 // keep records key ID id as used at Unix second t.
-func (u *usageLog) keep(id string, t int64) {
+func (u *lastUseLog) keep(id string, t int64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if prev, ok := u.pending[id]; ok {
 		u.pending[id] = max(prev, t)
 		return
 	}
-	if len(u.pending) >= maxPendingUsage {
+	if len(u.pending) >= maxPendingLastUses {
 		return
 	}
 	if u.pending == nil {
@@ -99,7 +99,7 @@ func (u *usageLog) keep(id string, t int64) {
 }
 
 // take removes and returns the pending uses.
-func (u *usageLog) take() map[string]int64 {
+func (u *lastUseLog) take() map[string]int64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	p := u.pending
@@ -109,9 +109,9 @@ func (u *usageLog) take() map[string]int64 {
 
 // keyRemoved is the key cache's removal hook: a key leaving the cache
 // leaves its unflushed use behind for the next flush.
-func (b *pgBackend) keyRemoved(old keyEntry) {
+func (s *Store) keyRemoved(old keyEntry) {
 	if t := old.rec.unflushed(); t != 0 {
-		b.usage.keep(old.rec.KeyID, t)
+		s.lastUse.keep(old.rec.KeyID, t)
 	}
 }
 
@@ -119,10 +119,10 @@ func (b *pgBackend) keyRemoved(old keyEntry) {
 // after a change): an unchanged identity keeps its record, so requests
 // that hold it keep marking the cached one; a changed one inherits its
 // marks.
-func (b *pgBackend) keyReplaced(old, next keyEntry) keyEntry {
+func (s *Store) keyReplaced(old, next keyEntry) keyEntry {
 	switch {
 	case old.rec.KeyID != next.rec.KeyID:
-		b.keyRemoved(old)
+		s.keyRemoved(old)
 	case old.rec.Identity == next.rec.Identity:
 		storeMax(&old.rec.lastUsed, next.rec.lastUsed.Load())
 		storeMax(&old.rec.flushed, next.rec.flushed.Load())
@@ -141,61 +141,62 @@ type keyUse struct {
 	rec   *cachedKey // nil for a key no longer cached
 }
 
-// usageLoop flushes the recorded usage every minute until the store is
+// lastUseLoop flushes the recorded uses every minute until the store is
 // destroyed.
-func (b *pgBackend) usageLoop() {
-	defer b.wg.Done()
+func (s *Store) lastUseLoop() {
+	defer s.wg.Done()
 	failures := 0
 	for {
 		// Jitter: gateways started together do not write in step.
-		t := time.NewTimer(usageFlushInterval - usageFlushInterval/10 + rand.N(usageFlushInterval/5))
+		t := time.NewTimer(lastUseFlushInterval - lastUseFlushInterval/10 + rand.N(lastUseFlushInterval/5))
 		select {
-		case <-b.ctx.Done():
+		case <-s.ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		n, err := b.flushUsage(b.ctx)
+		n, err := s.flushLastUse(s.ctx)
 		switch {
 		case err == nil:
 			failures = 0
-			b.logger().Debug("recorded key usage", zap.Int("keys", n))
-		case b.ctx.Err() != nil:
+			s.logger().Debug("recorded api_keys.last_used_at", zap.Int("keys", n))
+		case s.ctx.Err() != nil:
 			return
 		default:
 			// The first failure of a streak is a warning; the retries are not.
 			if failures++; failures == 1 {
-				b.logger().Warn("recording api_keys.last_used_at failed; keeping it for the next try", zap.Error(err))
+				s.logger().Warn("recording api_keys.last_used_at failed; keeping it for the next try", zap.Error(err))
 			} else {
-				b.logger().Debug("recording api_keys.last_used_at still failing", zap.Error(err))
+				s.logger().Debug("recording api_keys.last_used_at still failing", zap.Error(err))
 			}
 		}
 	}
 }
 
-// finalFlush is the last, best-effort flush when the store is destroyed.
-func (b *pgBackend) finalFlush() {
-	ctx, cancel := context.WithTimeout(context.Background(), usageFinalFlushTimeout)
+// finalLastUseFlush is the last, best-effort flush when the store is
+// destroyed.
+func (s *Store) finalLastUseFlush() {
+	ctx, cancel := context.WithTimeout(context.Background(), lastUseFinalFlushTimeout)
 	defer cancel()
-	if _, err := b.flushUsage(ctx); err != nil {
-		b.logger().Warn("recording api_keys.last_used_at on shutdown failed; the latest uses are lost", zap.Error(err))
+	if _, err := s.flushLastUse(ctx); err != nil {
+		s.logger().Warn("recording api_keys.last_used_at on shutdown failed; the latest uses are lost", zap.Error(err))
 	}
 }
 
-// flushUsage writes last_used_at for every key used since its last flush
+// flushLastUse writes last_used_at for every key used since its last flush
 // and returns how many keys it wrote. Nothing used, no query. After a
 // failure what was not written stays marked for the next flush.
-func (b *pgBackend) flushUsage(ctx context.Context) (int, error) {
-	b.usage.flushing.Lock()
-	defer b.usage.flushing.Unlock()
-	uses := b.collectUsage()
+func (s *Store) flushLastUse(ctx context.Context) (int, error) {
+	s.lastUse.flushing.Lock()
+	defer s.lastUse.flushing.Unlock()
+	uses := s.collectLastUses()
 	written := 0
 	for len(uses) > 0 {
-		batch := uses[:min(len(uses), usageBatchSize)]
-		if err := b.writeUsage(ctx, batch); err != nil {
+		batch := uses[:min(len(uses), lastUseBatchSize)]
+		if err := s.writeLastUses(ctx, batch); err != nil {
 			for _, u := range uses {
 				if u.rec == nil {
-					b.usage.keep(u.keyID, u.at)
+					s.lastUse.keep(u.keyID, u.at)
 				}
 			}
 			return written, fmt.Errorf("updating api_keys.last_used_at: %w", err)
@@ -211,12 +212,12 @@ func (b *pgBackend) flushUsage(ctx context.Context) (int, error) {
 	return written, nil
 }
 
-// collectUsage gathers the cached keys used since their last flush and the
-// pending uses of keys that left the cache, one per key.
-func (b *pgBackend) collectUsage() []keyUse {
-	pending := b.usage.take()
+// collectLastUses gathers the cached keys used since their last flush and
+// the pending uses of keys that left the cache, one per key.
+func (s *Store) collectLastUses() []keyUse {
+	pending := s.lastUse.take()
 	var uses []keyUse
-	b.keys.forEach(func(_ KeyHash, e keyEntry) {
+	s.keys.forEach(func(_ KeyHash, e keyEntry) {
 		t := e.rec.unflushed()
 		if t == 0 {
 			return
@@ -233,15 +234,18 @@ func (b *pgBackend) collectUsage() []keyUse {
 	return uses
 }
 
-// writeUsage writes one batch with one statement.
-func (b *pgBackend) writeUsage(ctx context.Context, batch []keyUse) error {
+// writeLastUses writes one batch with one statement.
+func (s *Store) writeLastUses(ctx context.Context, batch []keyUse) error {
 	ids := make([]string, len(batch))
 	times := make([]time.Time, len(batch))
 	for i, u := range batch {
 		ids[i], times[i] = u.keyID, time.Unix(u.at, 0)
 	}
-	ctx, cancel := context.WithTimeout(ctx, pgQueryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.queryTimeout)
 	defer cancel()
-	_, err := b.pool.Exec(ctx, sqlRecordUsage, ids, times)
+	_, err := s.pool.Exec(ctx, sqlRecordLastUse, ids, times)
+	if err == nil {
+		s.state.keyQueriesWork()
+	}
 	return err
 }

@@ -1,4 +1,4 @@
-package caddyauth
+package keystore
 
 import (
 	"context"
@@ -13,21 +13,21 @@ import (
 )
 
 func TestPGLookupReturnsTheKeysIdentity(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
 	ctx := context.Background()
 	perMin, burst := int64(42), int64(0)
-	org, err := createOrg(ctx, conn, orgInput{Name: "acme", Plan: "premium", PerMinute: &perMin, Burst: &burst})
+	org, err := NewAdmin(conn).CreateOrg(ctx, OrgInput{Name: "acme", Plan: "premium", Limits: Limits{PerMinute: &perMin, Burst: &burst}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := pgSeedKey(t, conn, org.ID, 0)
+	plain := seedKey(t, conn, org.ID, 0)
 	enterprise := "enterprise"
-	override, err := createKey(ctx, conn, keyInput{OrgID: org.ID, Name: "override", Plan: &enterprise})
+	override, err := NewAdmin(conn).CreateKey(ctx, KeyInput{OrgID: org.ID, Name: "override", Plan: &enterprise})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true})
+	b := testStore(t, dsn, testSettings(), options{noBackground: true})
 
 	id, err := b.Lookup(ctx, HashKey(plain.Key))
 	if err != nil {
@@ -44,11 +44,11 @@ func TestPGLookupReturnsTheKeysIdentity(t *testing.T) {
 }
 
 func TestPGCacheHitMakesNoQuery(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
-	queries := new(keyQueryCounter)
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, tracer: queries})
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	queries := new(queryCounter)
+	b := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 
 	h := HashKey(k.Key)
 	if _, err := b.Lookup(context.Background(), h); err != nil {
@@ -68,12 +68,12 @@ func TestPGCacheHitMakesNoQuery(t *testing.T) {
 }
 
 func TestPGConcurrentMissesMakeOneQuery(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	// The query is slowed down so that every goroutine misses while it runs.
-	queries := &keyQueryCounter{delay: 100 * time.Millisecond}
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, tracer: queries})
+	queries := &queryCounter{delay: 100 * time.Millisecond}
+	b := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 
 	const n = 50
 	h := HashKey(k.Key)
@@ -100,22 +100,12 @@ func TestPGConcurrentMissesMakeOneQuery(t *testing.T) {
 	}
 }
 
-// randomKey is a well-formed key that is in no database.
-func randomKey(t testing.TB) string {
-	t.Helper()
-	k, err := GenerateKey(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func TestPGRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	queries := new(keyQueryCounter)
-	s := testPGSettings()
-	s.negativeSize = 128
-	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, tracer: queries})
+	dsn := migratedDB(t)
+	queries := new(queryCounter)
+	s := testSettings()
+	s.NegativeCacheSize = 128
+	b := testStore(t, dsn, s, options{noBackground: true, tracer: queries})
 
 	const flood = 2000
 	var last []KeyHash
@@ -128,8 +118,8 @@ func TestPGRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
 			last = append(last, h)
 		}
 	}
-	if n, bound := b.rejects.len(), b.rejects.capacity(); n > bound || bound > s.negativeSize+cacheShards {
-		t.Errorf("after %d random keys the negative cache holds %d entries; bound %d (configured %d)", flood, n, bound, s.negativeSize)
+	if n, bound := b.rejects.len(), b.rejects.capacity(); n > bound || bound > s.NegativeCacheSize+cacheShards {
+		t.Errorf("after %d random keys the negative cache holds %d entries; bound %d (configured %d)", flood, n, bound, s.NegativeCacheSize)
 	}
 	if b.keys.len() != 0 {
 		t.Errorf("unknown keys entered the positive cache: %d entries", b.keys.len())
@@ -147,14 +137,14 @@ func TestPGRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
 }
 
 func TestPGTTLsFollowTheInjectedClock(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	clock := testenv.NewClock(time.Now())
-	queries := new(keyQueryCounter)
-	s := testPGSettings()
-	s.cacheTTL, s.negativeCacheTTL = time.Minute, 30*time.Second
-	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, tracer: queries, now: clock.Now})
+	queries := new(queryCounter)
+	s := testSettings()
+	s.CacheTTL, s.NegativeCacheTTL = time.Minute, 30*time.Second
+	b := testStore(t, dsn, s, options{noBackground: true, tracer: queries, now: clock.Now})
 	ctx := context.Background()
 	known, unknown := HashKey(k.Key), HashKey(randomKey(t))
 
@@ -180,14 +170,14 @@ func TestPGTTLsFollowTheInjectedClock(t *testing.T) {
 }
 
 func TestPGCachedKeyExpiresOnTime(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, time.Hour)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, time.Hour)
 	clock := testenv.NewClock(time.Now())
-	queries := new(keyQueryCounter)
-	s := testPGSettings()
-	s.cacheTTL = 24 * time.Hour
-	b := pgTestBackend(t, dsn, s, pgOptions{noBackground: true, tracer: queries, now: clock.Now})
+	queries := new(queryCounter)
+	s := testSettings()
+	s.CacheTTL = 24 * time.Hour
+	b := testStore(t, dsn, s, options{noBackground: true, tracer: queries, now: clock.Now})
 	h := HashKey(k.Key)
 	if _, err := b.Lookup(context.Background(), h); err != nil {
 		t.Fatal(err)
@@ -206,24 +196,24 @@ func TestPGCachedKeyExpiresOnTime(t *testing.T) {
 }
 
 func TestPGRefusalsAreSpecific(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
 	ctx := context.Background()
-	org := pgSeedOrg(t, conn, "basic")
-	revoked := pgSeedKey(t, conn, org.ID, 0)
-	if _, err := revokeKey(ctx, conn, revoked.ID); err != nil {
+	org := seedOrg(t, conn, "basic")
+	revoked := seedKey(t, conn, org.ID, 0)
+	if _, err := NewAdmin(conn).RevokeKey(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	expired := pgSeedKey(t, conn, org.ID, 0)
+	expired := seedKey(t, conn, org.ID, 0)
 	if _, err := conn.Exec(ctx, `UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1`, expired.ID); err != nil {
 		t.Fatal(err)
 	}
-	other := pgSeedOrg(t, conn, "premium")
-	disabled := pgSeedKey(t, conn, other.ID, 0)
-	if _, err := disableOrg(ctx, conn, other.ID); err != nil {
+	other := seedOrg(t, conn, "premium")
+	disabled := seedKey(t, conn, other.ID, 0)
+	if _, err := NewAdmin(conn).DisableOrg(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true})
+	b := testStore(t, dsn, testSettings(), options{noBackground: true})
 	for _, c := range []struct {
 		name string
 		key  string
@@ -243,13 +233,13 @@ func TestPGRefusalsAreSpecific(t *testing.T) {
 }
 
 func TestPGOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	org := pgSeedOrg(t, conn, "basic")
-	used := pgSeedKey(t, conn, org.ID, 0)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	org := seedOrg(t, conn, "basic")
+	used := seedKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
-	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{noBackground: true, now: clock.Now})
+	b := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
 	ctx := context.Background()
 	if _, err := b.Lookup(ctx, HashKey(used.Key)); err != nil {
 		t.Fatal(err)
@@ -260,39 +250,39 @@ func TestPGOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	if id, err := b.Lookup(ctx, HashKey(used.Key)); err != nil || id.KeyID != used.ID {
 		t.Errorf("cached key during the outage: %v, %v; want it served (stale-if-error)", id, err)
 	}
-	newKey := pgSeedKey(t, conn, org.ID, 0) // created directly, not through the proxy
+	newKey := seedKey(t, conn, org.ID, 0) // created directly, not through the proxy
 	_, err := b.Lookup(ctx, HashKey(newKey.Key))
 	if !errors.Is(err, ErrStoreUnavailable) || IsRejection(err) {
 		t.Errorf("uncached key during the outage: err = %v, want ErrStoreUnavailable (503), not a refusal", err)
 	}
-	if r := b.health(ctx); r.Status != tenant.StatusDegraded {
+	if r := b.health(false); r.Status != tenant.StatusDegraded {
 		t.Errorf("health during the outage with cached keys = %+v, want degraded", r)
 	}
 
 	proxy.Restore()
-	clock.Advance(2 * pgRetryPause)
+	clock.Advance(2 * retryPause)
 	if id, err := b.Lookup(ctx, HashKey(newKey.Key)); err != nil || id.KeyID != newKey.ID {
 		t.Errorf("new key after recovery: %v, %v; want it accepted", id, err)
 	}
 }
 
 func TestPGStartsWithPostgresDown(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
-	b := pgTestBackend(t, viaProxy, testPGSettings(), pgOptions{})
+	b := testStore(t, viaProxy, testSettings(), options{})
 	ctx := context.Background()
 	waitFor(t, 5*time.Second, "the store to notice that Postgres is down", func() bool {
-		return b.health(ctx).Status == tenant.StatusDown
+		return b.health(false).Status == tenant.StatusDown
 	})
 	if _, err := b.Lookup(ctx, HashKey(k.Key)); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("lookup with Postgres down: err = %v, want ErrStoreUnavailable", err)
 	}
 	proxy.Restore()
 	waitFor(t, 10*time.Second, "the store to reconnect", func() bool {
-		return b.health(ctx).Status == tenant.StatusOK
+		return b.health(false).Status == tenant.StatusOK
 	})
 	if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatalf("lookup after Postgres came up: %v", err)
@@ -300,16 +290,16 @@ func TestPGStartsWithPostgresDown(t *testing.T) {
 }
 
 func TestPGWarmStartLoadsActiveKeys(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
-	org := pgSeedOrg(t, conn, "basic")
-	active := []NewAPIKey{pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, time.Hour)}
-	revoked := pgSeedKey(t, conn, org.ID, 0)
-	if _, err := revokeKey(context.Background(), conn, revoked.ID); err != nil {
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	org := seedOrg(t, conn, "basic")
+	active := []NewAPIKey{seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, time.Hour)}
+	revoked := seedKey(t, conn, org.ID, 0)
+	if _, err := NewAdmin(conn).RevokeKey(context.Background(), revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	queries := new(keyQueryCounter)
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{tracer: queries})
+	queries := new(queryCounter)
+	b := testStore(t, dsn, testSettings(), options{tracer: queries})
 	waitFor(t, 5*time.Second, "the LISTEN connection", b.state.listening.Load)
 	for _, k := range active {
 		if _, err := b.Lookup(context.Background(), HashKey(k.Key)); err != nil {
@@ -325,14 +315,14 @@ func TestPGWarmStartLoadsActiveKeys(t *testing.T) {
 }
 
 func TestPGNotificationsInvalidateAtOnce(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
 	ctx := context.Background()
-	org := pgSeedOrg(t, conn, "basic")
-	k1, k2 := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
-	s := testPGSettings()
-	s.cacheTTL = 24 * time.Hour
-	b := pgTestBackend(t, dsn, s, pgOptions{})
+	org := seedOrg(t, conn, "basic")
+	k1, k2 := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	s := testSettings()
+	s.CacheTTL = 24 * time.Hour
+	b := testStore(t, dsn, s, options{})
 	waitFor(t, 5*time.Second, "the LISTEN connection", b.state.listening.Load)
 	for _, k := range []NewAPIKey{k1, k2} {
 		if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
@@ -340,7 +330,7 @@ func TestPGNotificationsInvalidateAtOnce(t *testing.T) {
 		}
 	}
 
-	if _, err := revokeKey(ctx, conn, k1.ID); err != nil {
+	if _, err := NewAdmin(conn).RevokeKey(ctx, k1.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the revoked key to be refused", func() bool {
@@ -354,7 +344,7 @@ func TestPGNotificationsInvalidateAtOnce(t *testing.T) {
 		id, err := b.Lookup(ctx, HashKey(k2.Key))
 		return err == nil && id.Plan == "enterprise"
 	})
-	if _, err := disableOrg(ctx, conn, org.ID); err != nil {
+	if _, err := NewAdmin(conn).DisableOrg(ctx, org.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the disabled organization's key to be refused", func() bool {
@@ -364,14 +354,14 @@ func TestPGNotificationsInvalidateAtOnce(t *testing.T) {
 }
 
 func TestPGResyncsAfterTheListenConnectionDies(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
 	ctx := context.Background()
-	k := pgSeedKey(t, conn, pgSeedOrg(t, conn, "basic").ID, 0)
+	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
-	s := testPGSettings()
-	s.cacheTTL = 24 * time.Hour
-	b := pgTestBackend(t, viaProxy, s, pgOptions{})
+	s := testSettings()
+	s.CacheTTL = 24 * time.Hour
+	b := testStore(t, viaProxy, s, options{})
 	waitFor(t, 5*time.Second, "the LISTEN connection", b.state.listening.Load)
 	if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
@@ -379,7 +369,7 @@ func TestPGResyncsAfterTheListenConnectionDies(t *testing.T) {
 
 	proxy.Cut() // kills the LISTEN connection: the revocation's notification is lost
 	waitFor(t, 5*time.Second, "the store to notice", func() bool { return !b.state.listening.Load() })
-	if _, err := revokeKey(ctx, conn, k.ID); err != nil {
+	if _, err := NewAdmin(conn).RevokeKey(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
@@ -393,20 +383,20 @@ func TestPGResyncsAfterTheListenConnectionDies(t *testing.T) {
 }
 
 func TestPGRefreshRereadsCachedKeys(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	conn := pgConnect(t, dsn)
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
 	ctx := context.Background()
-	org := pgSeedOrg(t, conn, "basic")
-	kept, revoked, deleted := pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0), pgSeedKey(t, conn, org.ID, 0)
-	queries := new(keyQueryCounter)
-	b := pgTestBackend(t, dsn, testPGSettings(), pgOptions{noBackground: true, tracer: queries})
+	org := seedOrg(t, conn, "basic")
+	kept, revoked, deleted := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	queries := new(queryCounter)
+	b := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 	for _, k := range []NewAPIKey{kept, revoked, deleted} {
 		if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// No listener runs here: only the refresh can notice these.
-	if _, err := revokeKey(ctx, conn, revoked.ID); err != nil {
+	if _, err := NewAdmin(conn).RevokeKey(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Exec(ctx, `DELETE FROM api_keys WHERE id = $1`, deleted.ID); err != nil {
@@ -431,7 +421,7 @@ func TestPGRefreshRereadsCachedKeys(t *testing.T) {
 }
 
 func TestPGNotificationOvertakingAQueryIsNotLost(t *testing.T) {
-	b := pgTestBackend(t, "postgres://127.0.0.1:1/none", testPGSettings(), pgOptions{noBackground: true})
+	b := testStore(t, "postgres://127.0.0.1:1/none", testSettings(), options{noBackground: true})
 	var h KeyHash
 	_, _ = rand.Read(h[:])
 	gen := b.gen(h)

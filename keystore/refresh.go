@@ -1,4 +1,4 @@
-package caddyauth
+package keystore
 
 import (
 	"context"
@@ -12,55 +12,55 @@ import (
 // refreshLoop re-reads the cached keys every refresh_interval, so changes
 // that no notification announced (the LISTEN connection was down, a key
 // expired) reach the cache, and keys in use never go stale.
-func (b *pgBackend) refreshLoop() {
-	defer b.wg.Done()
+func (s *Store) refreshLoop() {
+	defer s.wg.Done()
 	for {
-		t := time.NewTimer(b.settings.Load().refreshInterval)
+		t := time.NewTimer(s.settings.Load().RefreshInterval)
 		select {
-		case <-b.ctx.Done():
+		case <-s.ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		if err := b.revalidate(); err != nil {
-			b.logger().Warn("key cache refresh failed; serving cached keys", zap.Error(err))
+		if err := s.revalidate(); err != nil {
+			s.logger().Warn("key cache refresh failed; serving cached keys", zap.Error(err))
 		}
 	}
 }
 
 // revalidate reads every cached key again, in batches, and replaces or
 // evicts it; keys no longer in the database become refusals.
-func (b *pgBackend) revalidate() error {
-	hashes := b.keys.hashes()
+func (s *Store) revalidate() error {
+	hashes := s.keys.hashes()
 	for len(hashes) > 0 {
 		batch := hashes[:min(len(hashes), refreshBatchSz)]
 		hashes = hashes[len(batch):]
-		if err := b.revalidateBatch(batch); err != nil {
+		if err := s.revalidateBatch(batch); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (b *pgBackend) revalidateBatch(batch []KeyHash) error {
-	gens := b.snapshotGens()
-	ctx, cancel := context.WithTimeout(b.ctx, pgQueryTimeout)
+func (s *Store) revalidateBatch(batch []KeyHash) error {
+	gens := s.snapshotGens()
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.queryTimeout)
 	defer cancel()
-	rows, err := queryKeys(ctx, b.pool, batch)
+	rows, err := queryKeys(ctx, s.pool, batch)
 	if err != nil {
-		b.state.failure(b.now())
+		s.state.failure(s.now(), err)
 		return fmt.Errorf("reading cached keys: %w", err)
 	}
-	b.state.success()
-	now := b.now()
+	s.state.keyQueriesWork()
+	now := s.now()
 	found := make(map[KeyHash]struct{}, len(rows))
 	for _, r := range rows {
 		found[r.hash] = struct{}{}
-		b.remember(r.hash, decide(r, true, now), gens[r.hash[0]%cacheShards], now)
+		s.remember(r.hash, decide(r, true, now), gens[r.hash[0]%cacheShards], now)
 	}
 	for _, h := range batch {
 		if _, ok := found[h]; !ok {
-			b.remember(h, decide(keyRow{}, false, now), gens[h[0]%cacheShards], now)
+			s.remember(h, decide(keyRow{}, false, now), gens[h[0]%cacheShards], now)
 		}
 	}
 	return nil
@@ -68,14 +68,14 @@ func (b *pgBackend) revalidateBatch(batch []KeyHash) error {
 
 // warm loads the newest active keys, up to the cache size, so that a fresh
 // gateway does not send its first requests to Postgres.
-func (b *pgBackend) warm() error {
-	gens := b.snapshotGens()
-	ctx, cancel := context.WithTimeout(b.ctx, 4*pgQueryTimeout)
+func (s *Store) warm() error {
+	gens := s.snapshotGens()
+	ctx, cancel := context.WithTimeout(s.ctx, 4*queryTimeout)
 	defer cancel()
-	now := b.now()
+	now := s.now()
 	loaded := 0
-	err := forEachActiveKey(ctx, b.pool, b.keys.capacity(), func(r keyRow) {
-		b.remember(r.hash, decide(r, true, now), gens[r.hash[0]%cacheShards], now)
+	err := forEachActiveKey(ctx, s.pool, s.keys.capacity(), func(r keyRow) {
+		s.remember(r.hash, decide(r, true, now), gens[r.hash[0]%cacheShards], now)
 		loaded++
 	})
 	if err != nil {
@@ -86,18 +86,10 @@ func (b *pgBackend) warm() error {
 		// back now rather than carry it until the next collection.
 		debug.FreeOSMemory()
 	}
-	b.logger().Info("key cache warmed", zap.Int("keys", loaded))
+	s.logger().Info("key cache warmed", zap.Int("keys", loaded))
 	return nil
 }
 
 // largeWarmStart is the number of keys loaded at start above which the
 // warm-up's garbage is returned to the operating system at once.
 const largeWarmStart = 100_000
-
-// snapshotGens returns every shard's generation, taken before a query.
-func (b *pgBackend) snapshotGens() (gens [cacheShards]uint64) {
-	for i := range b.gens {
-		gens[i] = b.gens[i].Load()
-	}
-	return gens
-}

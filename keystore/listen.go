@@ -1,4 +1,4 @@
-package caddyauth
+package keystore
 
 import (
 	"context"
@@ -27,15 +27,15 @@ const (
 // listenLoop keeps a LISTEN connection open for the store's lifetime. Each
 // time it (re)connects it resynchronises the cache, since notifications
 // sent while it was away are lost.
-func (b *pgBackend) listenLoop() {
-	defer b.wg.Done()
+func (s *Store) listenLoop() {
+	defer s.wg.Done()
 	backoff := listenMinBackoff
 	first := true
 	failures := 0 // since the last time the connection was up
-	for b.ctx.Err() == nil {
-		connected, err := b.listenOnce(&first)
-		b.state.listening.Store(false)
-		if b.ctx.Err() != nil {
+	for s.ctx.Err() == nil {
+		connected, err := s.listenOnce(&first)
+		s.state.listening.Store(false)
+		if s.ctx.Err() != nil {
 			return
 		}
 		if connected {
@@ -43,13 +43,13 @@ func (b *pgBackend) listenLoop() {
 		}
 		// The first failure of a streak is a warning; the retries are not.
 		if failures++; failures == 1 {
-			b.logger().Warn("PostgreSQL key store unavailable or LISTEN connection lost; retrying with backoff", zap.Error(err))
+			s.logger().Warn("PostgreSQL key store unavailable or LISTEN connection lost; retrying with backoff", zap.Error(err))
 		} else {
-			b.logger().Debug("PostgreSQL key store still unavailable", zap.Error(err), zap.Duration("retry_in", backoff))
+			s.logger().Debug("PostgreSQL key store still unavailable", zap.Error(err), zap.Duration("retry_in", backoff))
 		}
 		wait := backoff/2 + rand.N(backoff/2+1) // jitter: instances do not reconnect in step
 		select {
-		case <-b.ctx.Done():
+		case <-s.ctx.Done():
 			return
 		case <-time.After(wait):
 		}
@@ -59,12 +59,12 @@ func (b *pgBackend) listenLoop() {
 
 // listenOnce connects, LISTENs, resyncs and then applies notifications
 // until the connection fails. connected reports whether it got that far.
-func (b *pgBackend) listenOnce(first *bool) (connected bool, err error) {
-	cctx, cancel := context.WithTimeout(b.ctx, pgConnectTimeout)
-	conn, err := pgx.ConnectConfig(cctx, b.listenCfg)
+func (s *Store) listenOnce(first *bool) (connected bool, err error) {
+	cctx, cancel := context.WithTimeout(s.ctx, connectTimeout)
+	conn, err := pgx.ConnectConfig(cctx, s.listenCfg)
 	cancel()
 	if err != nil {
-		b.state.failure(b.now())
+		s.state.failure(s.now(), err)
 		return false, fmt.Errorf("connecting: %w", err)
 	}
 	defer func() {
@@ -72,36 +72,36 @@ func (b *pgBackend) listenOnce(first *bool) (connected bool, err error) {
 		defer cancel()
 		_ = conn.Close(ctx)
 	}()
-	qctx, cancel := context.WithTimeout(b.ctx, pgQueryTimeout)
+	qctx, cancel := context.WithTimeout(s.ctx, s.opts.queryTimeout)
 	_, err = conn.Exec(qctx, "LISTEN "+notifyChannel)
 	cancel()
 	if err != nil {
-		b.state.failure(b.now())
+		s.state.failure(s.now(), err)
 		return false, fmt.Errorf("LISTEN: %w", err)
 	}
-	if err := b.resync(*first); err != nil {
-		b.state.failure(b.now())
+	if err := s.resync(*first); err != nil {
+		s.state.failure(s.now(), err)
 		return false, fmt.Errorf("resynchronising the key cache: %w", err)
 	}
 	*first = false
-	b.state.success()
-	b.state.listening.Store(true)
-	b.logger().Info("listening for key changes")
+	s.state.reachable()
+	s.state.listening.Store(true)
+	s.logger().Info("listening for key changes")
 
 	for {
-		wctx, cancel := context.WithTimeout(b.ctx, listenPingEvery)
+		wctx, cancel := context.WithTimeout(s.ctx, listenPingEvery)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
 		case err == nil:
-			b.apply(n.Payload)
+			s.apply(n.Payload)
 			continue
-		case b.ctx.Err() != nil:
+		case s.ctx.Err() != nil:
 			return true, nil
 		case !pgconn.Timeout(err):
 			return true, fmt.Errorf("waiting for notifications: %w", err)
 		}
-		pctx, cancel := context.WithTimeout(b.ctx, pgQueryTimeout)
+		pctx, cancel := context.WithTimeout(s.ctx, s.opts.queryTimeout)
 		err = conn.Ping(pctx)
 		cancel()
 		if err != nil {
@@ -112,29 +112,29 @@ func (b *pgBackend) listenOnce(first *bool) (connected bool, err error) {
 
 // apply invalidates what a notification names: "key:<hex sha256>" or
 // "org:<uuid>". Anything else is ignored.
-func (b *pgBackend) apply(payload string) {
+func (s *Store) apply(payload string) {
 	switch kind, arg, _ := strings.Cut(payload, ":"); kind {
 	case "key":
 		var h KeyHash
 		if n, err := hex.Decode(h[:], []byte(arg)); err == nil && n == len(h) {
-			b.invalidate(h)
+			s.invalidate(h)
 		}
 	case "org":
-		b.invalidateOrg(arg)
+		s.invalidateOrg(arg)
 	}
 }
 
 // resync brings the cache up to date after (re)connecting: refusals are
 // forgotten (a key may have been created meanwhile), cached keys are read
 // again, and on the first connection the newest active keys are loaded.
-func (b *pgBackend) resync(first bool) error {
-	b.bumpAll()
-	b.rejects.clear()
-	if err := b.revalidate(); err != nil {
+func (s *Store) resync(first bool) error {
+	s.bumpAll()
+	s.rejects.clear()
+	if err := s.revalidate(); err != nil {
 		return err
 	}
 	if first {
-		return b.warm()
+		return s.warm()
 	}
 	return nil
 }
