@@ -122,8 +122,8 @@ func TestRateLimitMisconfigurationIs500(t *testing.T) {
 	assertStatus500(t, resp, body)
 	resp, body = do(t, tester, http.MethodGet, gatewayURL+"/api/x", map[string]string{"Authorization": "Bearer sk_test_rl_gold"})
 	env := assertStatus500(t, resp, body)
-	if env.Error.Message != `internal server error: no rate limits configured for plan "gold"` {
-		t.Errorf("message %q", env.Error.Message)
+	if env.Error.Message != "internal server error" {
+		t.Errorf("message %q: the plan's name is for the log, not the client", env.Error.Message)
 	}
 }
 
