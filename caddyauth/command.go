@@ -44,6 +44,7 @@ Manages the PostgreSQL key database that tenant_auth reads (database_url).
   caddy tenant org create --name N [--plan P] [--per-minute N --per-day N --burst N] [--json]
   caddy tenant org list [--json]
   caddy tenant org disable ID [--json]
+  caddy tenant org enable ID [--json]
   caddy tenant key create --org-id ID --name N [--plan P] [--expires-in DUR] [--test] [--json]
   caddy tenant key list --org-id ID [--json]
   caddy tenant key revoke ID [--json]
@@ -180,13 +181,25 @@ func parseID(what, arg string) (string, error) {
 	return id.String(), nil
 }
 
+// orgIDFlag reads the required --org-id flag.
+func orgIDFlag(cmd *cobra.Command) (string, error) {
+	arg, _ := cmd.Flags().GetString("org-id")
+	if strings.TrimSpace(arg) == "" {
+		return "", errors.New("--org-id is required: the organization's ID, as `caddy tenant org create` printed it or `caddy tenant org list` shows it")
+	}
+	return parseID("--org-id", arg)
+}
+
 // maxNameLen bounds organization and key names (the schema checks it too).
 const maxNameLen = 200
 
 // cleanName trims a name and checks it: 1-200 bytes, no control characters.
 func cleanName(what, name string) (string, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || len(name) > maxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+	if name == "" {
+		return "", fmt.Errorf("--name is required: the %s name, 1-%d printable characters", what, maxNameLen)
+	}
+	if len(name) > maxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return "", fmt.Errorf("--name: the %s name must be 1-%d printable characters", what, maxNameLen)
 	}
 	return name, nil

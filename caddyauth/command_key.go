@@ -65,8 +65,7 @@ func keyCommand() *cobra.Command {
 }
 
 func runKeyCreate(cmd *cobra.Command, _ []string) error {
-	orgArg, _ := cmd.Flags().GetString("org-id")
-	orgID, err := parseID("--org-id", orgArg)
+	orgID, err := orgIDFlag(cmd)
 	if err != nil {
 		return err
 	}
@@ -103,8 +102,7 @@ func runKeyCreate(cmd *cobra.Command, _ []string) error {
 }
 
 func runKeyList(cmd *cobra.Command, _ []string) error {
-	orgArg, _ := cmd.Flags().GetString("org-id")
-	orgID, err := parseID("--org-id", orgArg)
+	orgID, err := orgIDFlag(cmd)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 
 // orgCommand is `caddy tenant org …`.
 func orgCommand() *cobra.Command {
-	org := &cobra.Command{Use: "org", Short: "Creates, lists and disables organizations"}
+	org := &cobra.Command{Use: "org", Short: "Creates, lists, disables and enables organizations"}
 
 	create := &cobra.Command{
 		Use:   "create --name N [--plan P] [--per-minute N --per-day N --burst N] [--json]",
@@ -39,7 +39,15 @@ func orgCommand() *cobra.Command {
 	}
 	disable.Flags().Bool("json", false, "print JSON")
 
-	org.AddCommand(create, list, disable)
+	enable := &cobra.Command{
+		Use:   "enable ID [--json]",
+		Short: "Enables a disabled organization: its valid keys work again at once",
+		Args:  cobra.ExactArgs(1),
+		RunE:  runOrgEnable,
+	}
+	enable.Flags().Bool("json", false, "print JSON")
+
+	org.AddCommand(create, list, disable, enable)
 	return org
 }
 
@@ -113,6 +121,20 @@ func runOrgDisable(cmd *cobra.Command, args []string) error {
 			return err
 		}
 		return printOrg(cmd, o, "disabled organization")
+	})
+}
+
+func runOrgEnable(cmd *cobra.Command, args []string) error {
+	id, err := parseID("organization ID", args[0])
+	if err != nil {
+		return err
+	}
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		o, err := admin.EnableOrg(ctx, id)
+		if err != nil {
+			return err
+		}
+		return printOrg(cmd, o, "enabled organization")
 	})
 }
 

@@ -184,6 +184,19 @@ func TestCLIRoundTrip(t *testing.T) {
 	if len(orgs) != 1 || orgs[0].ID != org.ID || orgs[0].Disabled == nil {
 		t.Errorf("org list: %+v", orgs)
 	}
+	var enabled keystore.Organization
+	mustCLI(t, dsn, &enabled, "org", "enable", org.ID)
+	if enabled.ID != org.ID || enabled.Disabled != nil {
+		t.Errorf("org enable: %+v", enabled)
+	}
+	if text, err := runCLI(t, dsn, "org", "enable", org.ID); err != nil || !strings.Contains(text, "enabled organization "+org.ID) || !strings.Contains(text, "disabled: no") {
+		t.Errorf("org enable (text, already enabled): %v\n%s", err, text)
+	}
+	var afterEnable keystore.NewAPIKey
+	mustCLI(t, dsn, &afterEnable, "key", "create", "--org-id", org.ID, "--name", "after-enable")
+	if _, err := conn.Exec(context.Background(), `DELETE FROM api_keys WHERE id = $1`, afterEnable.ID); err != nil {
+		t.Fatal(err)
+	}
 	used := time.Date(2026, 11, 27, 0, 35, 13, 0, time.UTC) // as a gateway records it
 	if _, err := conn.Exec(context.Background(), `UPDATE api_keys SET last_used_at = $1 WHERE id = $2`, used, key.ID); err != nil {
 		t.Fatal(err)
@@ -231,6 +244,12 @@ func TestCLIBadInputWritesNothing(t *testing.T) {
 		{[]string{"org", "create", "--name", "a\nb"}, "--name"},
 		{[]string{"org", "disable", unknown}, "unknown organization"},
 		{[]string{"org", "disable", "42"}, "malformed organization ID"},
+		{[]string{"org", "enable", unknown}, "unknown organization"},
+		{[]string{"org", "enable", "42"}, "malformed organization ID"},
+		{[]string{"key", "create", "--name", "x"}, "--org-id is required"},
+		{[]string{"key", "list"}, "--org-id is required"},
+		{[]string{"key", "create", "--org-id", org.ID}, "--name is required"},
+		{[]string{"org", "create"}, "--name is required"},
 	} {
 		out, err := runCLI(t, dsn, c.args...)
 		switch {
