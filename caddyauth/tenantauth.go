@@ -1,7 +1,7 @@
 // Package caddyauth provides tenant_auth, Tenantgate's API-key
 // authentication handler: Bearer parsing, key lookup by SHA-256 hash, the
 // tenant identity headers and placeholders, and the JSON error envelope for
-// everything that fails downstream of it (DESIGN §1–4).
+// everything that fails downstream of it.
 package caddyauth
 
 import (
