@@ -63,7 +63,7 @@ func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "redis_timeout":
 			rl.RedisTimeout, err = parseTimeout(args)
 		case "on_redis_error":
-			if len(args) != 1 || (args[0] != OnErrorLocal && args[0] != OnErrorAllow && args[0] != OnErrorDeny) {
+			if len(args) != 1 || (args[0] != onErrorLocal && args[0] != onErrorAllow && args[0] != onErrorDeny) {
 				err = errorf("expected local, allow or deny, got %q", strings.Join(args, " "))
 			} else {
 				rl.OnRedisError = args[0]
@@ -162,10 +162,10 @@ func parsePlan(args []string) (Plan, error) {
 			return p, errorf("plan %s: %w", p.Name, err)
 		}
 	}
-	return p, p.Validate()
+	return p, p.validate()
 }
 
-// parseCount reads a whole number; Plan.Validate checks its range.
+// parseCount reads a whole number; Plan.validate checks its range.
 func parseCount(what, s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +19,93 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
+
+// tinyLimits is the example plan used throughout: 6/min, burst 4, so capacity 10 and one
+// token every 10 s.
+var tinyLimits = Limits{PerMinute: 6, PerDay: 1000, Burst: 4}
+
+// newTestLocal returns an in-process limiter on a fake clock, stopped at
+// the end of the test.
+func newTestLocal(t *testing.T, clock *testenv.Clock) *localLimiter {
+	t.Helper()
+	l := newLocalLimiter(1000, clock.Now)
+	t.Cleanup(func() { _ = l.Destruct() })
+	return l
+}
+
+// tinyLocal is the common setup: an in-process limiter on a fake clock at
+// 2026-01-25T14:31:15Z and the tiny policy.
+func tinyLocal(t *testing.T) (*testenv.Clock, *localLimiter, *Policy) {
+	t.Helper()
+	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
+	return clock, newTestLocal(t, clock), newPolicy("tiny", tinyLimits)
+}
+
+// decide runs one decision and fails the test on error.
+func decide(t *testing.T, l Limiter, org string, p *Policy) Decision {
+	t.Helper()
+	d, err := l.Allow(context.Background(), org, p)
+	if err != nil {
+		t.Fatalf("Allow(%s): %v", org, err)
+	}
+	return d
+}
+
+// admitted sends n sequential requests and counts the admitted ones.
+func admitted(t *testing.T, l Limiter, org string, p *Policy, n int) int {
+	t.Helper()
+	got := 0
+	for i := 0; i < n; i++ {
+		if decide(t, l, org, p).Allowed {
+			got++
+		}
+	}
+	return got
+}
+
+// decideConcurrently releases n goroutines at once, spread over the
+// limiters, each asking for one decision for org; it fails the test on any
+// error and returns how many were admitted and denied.
+func decideConcurrently(t *testing.T, n int, org string, p *Policy, limiters ...Limiter) (ok, denied int64) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var admitted, refused, failed atomic.Int64
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func(l Limiter) {
+			defer wg.Done()
+			<-start
+			d, err := l.Allow(context.Background(), org, p)
+			switch {
+			case err != nil:
+				failed.Add(1)
+			case d.Allowed:
+				admitted.Add(1)
+			default:
+				refused.Add(1)
+			}
+		}(limiters[i%len(limiters)])
+	}
+	close(start)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d decisions failed", failed.Load(), n)
+	}
+	return admitted.Load(), refused.Load()
+}
+
+// mustTime parses an RFC 3339 time.
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	tm, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm
+}
 
 // newTestHandler provisions an in-process tenant_ratelimit with plans,
 // logging to an observer.
