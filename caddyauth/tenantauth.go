@@ -96,6 +96,9 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
 	a.static = static
+	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", tenant.PlansOf(static)...); err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
+	}
 	if a.metrics, err = newAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("tenant_auth: registering metrics: %w", err)
 	}

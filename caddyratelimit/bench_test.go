@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -75,8 +74,7 @@ func BenchmarkRedisDecision(b *testing.B) {
 // BenchmarkHandlerLocal: the whole handler for an admitted request
 // (identity lookup, decision, nine headers, metrics), in process.
 func BenchmarkHandlerLocal(b *testing.B) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := newCaddyContext(b)
 	rl := &RateLimit{Plans: []Plan{{Name: "bench", PerMinute: benchLimits.PerMinute, PerDay: benchLimits.PerDay, Burst: benchLimits.Burst}}}
 	if err := rl.Provision(ctx); err != nil {
 		b.Fatal(err)

@@ -2,9 +2,13 @@ package caddyratelimit
 
 import (
 	"fmt"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
@@ -47,13 +51,51 @@ func (p Plan) validate() error {
 	return nil
 }
 
-// defaultPlans are the plans used when the config declares none.
+// defaultPlans are the plans used when the config declares none: the
+// built-in plans, which the CLI accepts too.
 func defaultPlans() []Plan {
-	return []Plan{
-		{Name: "basic", PerMinute: 100, PerDay: 10_000, Burst: 50},
-		{Name: "premium", PerMinute: 1_000, PerDay: 100_000, Burst: 500},
-		{Name: "enterprise", PerMinute: 10_000, PerDay: 1_000_000, Burst: 5_000},
+	builtin := tenant.BuiltinPlans()
+	plans := make([]Plan, len(builtin))
+	for i, b := range builtin {
+		plans[i] = Plan{Name: b.Name, PerMinute: b.PerMinute, PerDay: b.PerDay, Burst: b.Burst}
 	}
+	return plans
+}
+
+// checkRequiredPlans refuses a config in which a plan handed out elsewhere
+// has no limits: a plan of the static keys of the tenant_auth in front of
+// this handler, or a plan listed in TENANT_PLANS in the server's
+// environment (the CLI accepts those for organizations and keys). Without
+// this check such requests would fail with 500 at run time.
+func checkRequiredPlans(ctx caddy.Context, plans []Plan) error {
+	registry, err := tenant.PlansFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(plans))
+	for i, p := range plans {
+		names[i] = p.Name
+	}
+	missing := func(plan, source, fix string) error {
+		return fmt.Errorf("plan %q of %s has no limits in this tenant_ratelimit (its plans: %s): add a line \"plan %s <per_minute> <per_day> [burst <n>]\" to tenant_ratelimit, or %s",
+			plan, source, strings.Join(names, ", "), plan, fix)
+	}
+	source, required := registry.Required()
+	for _, plan := range required {
+		if !slices.Contains(names, plan) {
+			return missing(plan, source, "give the key one of its plans")
+		}
+	}
+	listed, err := tenant.ParsePlanNames(os.Getenv(tenant.PlansEnv))
+	if err != nil {
+		return fmt.Errorf("%s: %w", tenant.PlansEnv, err)
+	}
+	for _, plan := range listed {
+		if !slices.Contains(names, plan) {
+			return missing(plan, "the environment variable "+tenant.PlansEnv, "remove it from "+tenant.PlansEnv)
+		}
+	}
+	return nil
 }
 
 // Bounds on configured limits. maxCapacity keeps capacity·60·10^6 below

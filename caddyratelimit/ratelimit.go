@@ -64,9 +64,12 @@ type RateLimit struct {
 	// soon as it answers. Default: local.
 	OnRedisError string `json:"on_redis_error,omitempty"`
 
-	// Plans are the plan tiers and their limits. Default: the built-in
-	// plans basic (100/min, 10 000/day, burst 50), premium (1 000, 100 000,
-	// burst 500) and enterprise (10 000, 1 000 000, burst 5 000).
+	// Plans are the plan tiers and their limits. Every plan a static key of
+	// the tenant_auth in front of this handler uses, and every plan listed
+	// in the TENANT_PLANS environment variable, must be one of them, or the
+	// config is refused. Default: the built-in plans basic (100/min,
+	// 10 000/day, burst 50), premium (1 000, 100 000, burst 500) and
+	// enterprise (10 000, 1 000 000, burst 5 000).
 	Plans []Plan `json:"plans,omitempty"`
 
 	limiter  Limiter
@@ -107,6 +110,9 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	plans := rl.Plans
 	if len(plans) == 0 {
 		plans = defaultPlans()
+	}
+	if err := checkRequiredPlans(ctx, plans); err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.timeout = time.Duration(rl.RedisTimeout)
 	if rl.timeout == 0 {
@@ -244,9 +250,11 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	p := rl.policies.lookup(id)
 	if p == nil {
+		// The plan is a detail of the gateway's configuration: logged for
+		// the operator, not told to the client.
 		rl.logger.Error("no rate-limit plan for the organization's plan tier; add a plan line to tenant_ratelimit",
 			zap.String("request_id", rid), zap.String("organization_id", id.OrgID), zap.String("plan", id.Plan))
-		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: no rate limits configured for plan "+strconv.Quote(id.Plan), nil, rid)
+		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: rate limiter is misconfigured", nil, rid)
 	}
 
 	d, err := rl.limiter.Allow(ctx, id.OrgID, p)

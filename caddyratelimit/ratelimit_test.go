@@ -111,8 +111,7 @@ func mustTime(t *testing.T, s string) time.Time {
 // logging to an observer.
 func newTestHandler(t *testing.T, plans ...Plan) (*RateLimit, *observer.ObservedLogs) {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
+	ctx := newCaddyContext(t)
 	rl := &RateLimit{Plans: plans}
 	if err := rl.Provision(ctx); err != nil {
 		t.Fatal(err)
@@ -122,6 +121,18 @@ func newTestHandler(t *testing.T, plans ...Plan) (*RateLimit, *observer.Observed
 	rl.logger = zap.New(core)
 	rl.policies.logger = rl.logger
 	return rl, logs
+}
+
+// newCaddyContext returns the context of an empty, provisioned Caddy
+// config: what a handler is provisioned with, apps (the health and plan
+// registries) included.
+func newCaddyContext(t testing.TB) caddy.Context {
+	t.Helper()
+	ctx, err := caddy.ProvisionContext(nil)
+	if err != nil {
+		t.Fatalf("provisioning an empty Caddy config: %v", err)
+	}
+	return ctx
 }
 
 // request builds a request as tenant_auth leaves it: Caddy's request
@@ -190,12 +201,88 @@ func TestServeUnknownPlanIs500(t *testing.T) {
 	if w.Code != http.StatusInternalServerError || next.calls != 0 {
 		t.Fatalf("status %d, next called %d times; want 500 and never passed on", w.Code, next.calls)
 	}
-	if env := decodeEnvelope(t, w); !strings.Contains(env.Error.Message, `"gold"`) {
-		t.Errorf("message %q does not name the plan", env.Error.Message)
+	// The plan is configuration, for the operator's log, not the client.
+	if env := decodeEnvelope(t, w); strings.Contains(w.Body.String(), "gold") || env.Error.Code != 500 {
+		t.Errorf("body %s names the plan (or is not the 500 envelope)", w.Body)
 	}
-	if logs.FilterLevelExact(zapcore.ErrorLevel).Len() != 1 {
-		t.Errorf("want one ERROR log line, got %v", logs.All())
+	logged := logs.FilterLevelExact(zapcore.ErrorLevel).FilterField(zap.String("plan", "gold"))
+	if logged.Len() != 1 || logs.FilterLevelExact(zapcore.ErrorLevel).Len() != 1 {
+		t.Errorf("want one ERROR log line naming plan gold, got %v", logs.All())
 	}
+}
+
+// TestProvisionRefusesAStaticKeysPlanItDoesNotDefine: a plan that the
+// tenant_auth in front of the limiter hands out with a static key, and
+// that the limiter has no limits for, fails the config at provision (so
+// `caddy validate` says it), naming the plan and the fix, instead of
+// answering that key's requests 500.
+func TestProvisionRefusesAStaticKeysPlanItDoesNotDefine(t *testing.T) {
+	ctx := newCaddyContext(t)
+	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", "basic", "gold"); err != nil {
+		t.Fatal(err)
+	}
+	rl := new(RateLimit) // the built-in plans: no gold
+	err := rl.Provision(ctx)
+	_ = rl.Cleanup()
+	if err == nil {
+		t.Fatal("provisioned a limiter without the plan gold that a static key uses")
+	}
+	for _, want := range []string{`plan "gold" of a static key of tenant_auth`, "basic, premium, enterprise", `"plan gold <per_minute> <per_day> [burst <n>]"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+
+	withGold := &RateLimit{Plans: []Plan{{Name: "basic", PerMinute: 1, PerDay: 1}, {Name: "gold", PerMinute: 1, PerDay: 1}}}
+	if err := withGold.Provision(ctx); err != nil {
+		t.Fatalf("a limiter defining every required plan: %v", err)
+	}
+	t.Cleanup(func() { _ = withGold.Cleanup() })
+}
+
+// TestProvisionChecksTheLatestTenantAuthOnly: each tenant_auth scopes the
+// limiters provisioned after it, so two sites with their own plans do not
+// refuse each other.
+func TestProvisionChecksTheLatestTenantAuthOnly(t *testing.T) {
+	ctx := newCaddyContext(t)
+	_ = tenant.RequirePlans(ctx, "a static key of tenant_auth", "gold")
+	gold := &RateLimit{Plans: []Plan{{Name: "gold", PerMinute: 1, PerDay: 1}}}
+	if err := gold.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gold.Cleanup() })
+	_ = tenant.RequirePlans(ctx, "a static key of tenant_auth", "premium")
+	builtin := new(RateLimit)
+	if err := builtin.Provision(ctx); err != nil {
+		t.Fatalf("second site's limiter checked against the first site's keys: %v", err)
+	}
+	t.Cleanup(func() { _ = builtin.Cleanup() })
+}
+
+// TestProvisionRefusesATenantPlansPlanItDoesNotDefine: TENANT_PLANS lists
+// the plans the CLI accepts for organizations and keys; one the limiter
+// does not define fails the config.
+func TestProvisionRefusesATenantPlansPlanItDoesNotDefine(t *testing.T) {
+	t.Setenv(tenant.PlansEnv, "basic, gold")
+	ctx := newCaddyContext(t)
+	rl := new(RateLimit)
+	err := rl.Provision(ctx)
+	_ = rl.Cleanup()
+	if err == nil || !strings.Contains(err.Error(), `plan "gold" of the environment variable TENANT_PLANS`) || !strings.Contains(err.Error(), "remove it from TENANT_PLANS") {
+		t.Fatalf("err = %v, want a refusal naming gold, TENANT_PLANS and the fix", err)
+	}
+	withGold := &RateLimit{Plans: []Plan{{Name: "basic", PerMinute: 1, PerDay: 1}, {Name: "gold", PerMinute: 1, PerDay: 1}}}
+	if err := withGold.Provision(ctx); err != nil {
+		t.Fatalf("a limiter defining every TENANT_PLANS plan: %v", err)
+	}
+	t.Cleanup(func() { _ = withGold.Cleanup() })
+
+	t.Setenv(tenant.PlansEnv, "no spaces allowed")
+	bad := new(RateLimit)
+	if err := bad.Provision(ctx); err == nil || !strings.Contains(err.Error(), "TENANT_PLANS") {
+		t.Errorf("malformed TENANT_PLANS: err = %v", err)
+	}
+	t.Cleanup(func() { _ = bad.Cleanup() })
 }
 
 func TestServeDefaultPlans(t *testing.T) {

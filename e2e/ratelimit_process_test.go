@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -284,6 +285,46 @@ func TestRateLimitAdaptErrors(t *testing.T) {
 	_ = os.WriteFile(path, []byte(":8080 {\n\ttenant_ratelimit {\n\t\tredis_addr {$TG_UNSET_REDIS_ADDR}\n\t}\n}\n"), 0o600)
 	if out, err := exec.Command(bin, "adapt", "--config", path).CombinedOutput(); err != nil {
 		t.Errorf("empty redis_addr: %v\n%s", err, out)
+	}
+}
+
+// TestValidateRefusesAPlanTheLimiterLacks: `caddy validate` refuses a
+// config whose tenant_auth has a static key on a plan (or whose
+// environment lists a plan in TENANT_PLANS) that the tenant_ratelimit
+// after it does not define, naming the plan and the fix; the same config
+// with the plan defined validates.
+func TestValidateRefusesAPlanTheLimiterLacks(t *testing.T) {
+	bin := gatewayBinary(t)
+	validate := func(cfg string, env ...string) (string, error) {
+		path := t.TempDir() + "/Caddyfile"
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "validate", "--config", path, "--adapter", "caddyfile")
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "TENANT_PLANS=")
+		cmd.Env = append(cmd.Env, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	const site = ":8080 {\n\troute {\n\t\ttenant_auth {\n\t\t\tkey sk_test_gold org_gold %s\n\t\t}\n\t\ttenant_ratelimit {\n%s\t\t}\n\t}\n}\n"
+	wants := []string{`plan \"gold\" of a static key of tenant_auth`, `plan gold <per_minute> <per_day> [burst <n>]`}
+
+	out, err := validate(fmt.Sprintf(site, "gold", ""))
+	if err == nil {
+		t.Fatalf("validate accepted a static key on plan gold with a limiter without it:\n%s", out)
+	}
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate output does not say %s:\n%s", want, out)
+		}
+	}
+	if out, err := validate(fmt.Sprintf(site, "gold", "\t\t\tplan gold 10 1000\n")); err != nil {
+		t.Errorf("the plan defined: validate failed: %v\n%s", err, out)
+	}
+
+	out, err = validate(fmt.Sprintf(site, "basic", ""), "TENANT_PLANS=gold")
+	if err == nil || !strings.Contains(out, "TENANT_PLANS") || !strings.Contains(out, `plan \"gold\"`) {
+		t.Errorf("TENANT_PLANS=gold with a limiter without gold: err %v:\n%s", err, out)
 	}
 }
 
