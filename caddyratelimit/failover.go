@@ -396,30 +396,40 @@ func (b *breaker) close() {
 	}
 }
 
+// probeRedis pings Redis, bounded by redis_timeout, and feeds the answer
+// to the breaker, which logs an outage once when it begins and once when it
+// ends. It takes the breaker's probe slot, so a failing Redis is not
+// pinged more often than the request path would call it. A ping cut short
+// by ctx (the caller went away, or the config was unloaded, as after
+// caddy validate) changes nothing.
+func (rl *RateLimit) probeRedis(ctx context.Context, onError string) {
+	b := rl.shared.breaker
+	call, probe := b.acquire()
+	if !call {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, rl.timeout)
+	err := rl.shared.client.Ping(cctx)
+	cancel()
+	switch {
+	case err == nil:
+		b.succeeded(probe)
+	case ctx.Err() == nil:
+		rl.metrics.redisErrors.Inc()
+		b.failed(err, probe, onError)
+	case probe:
+		b.probing.Store(false)
+	}
+}
+
 // redisHealth is the "redis" check of /health/ready. It pings Redis
 // (bounded by redis_timeout), feeds the answer to the breaker, and reports
 // ok; degraded while a fallback serves (on_redis_error local or allow); or
 // down under on_redis_error deny, when requests cannot be served.
 func (rl *RateLimit) redisHealth(onError string) tenant.Check {
 	return func(ctx context.Context) tenant.CheckResult {
-		b := rl.shared.breaker
-		// A probe slot keeps a failing Redis from being pinged by every
-		// health request as well as by the request path.
-		if call, probe := b.acquire(); call {
-			cctx, cancel := context.WithTimeout(ctx, rl.timeout)
-			err := rl.shared.client.Ping(cctx)
-			cancel()
-			switch {
-			case err == nil:
-				b.succeeded(probe)
-			case ctx.Err() == nil:
-				rl.metrics.redisErrors.Inc()
-				b.failed(err, probe, onError)
-			case probe:
-				b.probing.Store(false)
-			}
-		}
-		failing, since, lastErr := b.state()
+		rl.probeRedis(ctx, onError)
+		failing, since, lastErr := rl.shared.breaker.state()
 		if !failing {
 			return tenant.CheckResult{Status: tenant.StatusOK}
 		}

@@ -19,11 +19,13 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
@@ -44,16 +46,22 @@ type RateLimit struct {
 	// RedisAddr is the Redis the limits are kept in, shared by every
 	// gateway using it: "host:port"; several comma-separated addresses for
 	// a Redis Cluster; or a redis:// or rediss:// (TLS) URL, which may name
-	// a Sentinel master with ?master_name=NAME&addr=HOST:PORT. Empty: the
-	// limiter runs in process (limits per gateway instance). Default: empty.
+	// a Sentinel master with ?master_name=NAME&addr=HOST:PORT. Placeholders
+	// such as {env.REDIS_ADDR} are expanded when the config is loaded, in
+	// the server's environment. Empty (also after expansion): the limiter
+	// runs in process, with limits per gateway instance. Default: empty.
 	RedisAddr string `json:"redis_addr,omitempty"`
 
 	// RedisPassword authenticates to Redis (AUTH). Overrides a password in
-	// a redis:// URL. Default: none.
+	// a redis:// URL. Placeholders such as {env.REDIS_PASSWORD} are
+	// expanded when the config is loaded, so the password need not be
+	// written into the config. Default: none.
 	RedisPassword string `json:"redis_password,omitempty"`
 
-	// RedisDB selects the Redis database. Overrides the URL's. Default: 0.
-	RedisDB int `json:"redis_db,omitempty"`
+	// RedisDB selects the Redis database: a number, or a placeholder such
+	// as {env.REDIS_DB} expanded when the config is loaded. Overrides the
+	// URL's. Default: 0.
+	RedisDB caddyhttp.WeakString `json:"redis_db,omitempty"`
 
 	// RedisTimeout bounds each Redis call, connecting included. Default: 100ms.
 	RedisTimeout caddy.Duration `json:"redis_timeout,omitempty"`
@@ -129,25 +137,69 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	}
 	rl.policies = newPolicies(plans, rl.metrics, rl.logger)
 
+	opts, err := rl.expandRedisSettings(caddy.NewReplacer())
+	if err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
+	}
 	local, err := loadLocal()
 	if err != nil {
 		return err
 	}
 	rl.local = local
-	if rl.RedisAddr == "" {
+	if opts == nil {
 		rl.limiter = local
 		rl.logger.Info("rate limiter in process (no redis_addr): limits apply per gateway instance")
 		return nil
 	}
-	return rl.provisionRedis(ctx, local)
+	return rl.provisionRedis(ctx, local, opts)
+}
+
+// expandRedisSettings expands the placeholders of redis_addr,
+// redis_password and redis_db with repl and returns the Redis client
+// options, or nil when redis_addr is empty (the limiter runs in process).
+// An error names the field and, when it held placeholders, what it was
+// expanded from (never the password).
+func (rl *RateLimit) expandRedisSettings(repl *caddy.Replacer) (*redis.UniversalOptions, error) {
+	from := func(raw, expanded string) string {
+		if raw == expanded {
+			return ""
+		}
+		return " (from " + raw + ")"
+	}
+	dbRaw := string(rl.RedisDB)
+	dbValue := strings.TrimSpace(repl.ReplaceKnown(dbRaw, ""))
+	db, err := parseRedisDB(dbValue)
+	if err != nil {
+		return nil, fmt.Errorf("redis_db: %w%s", err, from(dbRaw, dbValue))
+	}
+	addr := strings.TrimSpace(repl.ReplaceKnown(rl.RedisAddr, ""))
+	if addr == "" {
+		return nil, nil
+	}
+	opts, err := redisConfig{addr: addr, password: repl.ReplaceKnown(rl.RedisPassword, ""), db: db}.options()
+	if err != nil {
+		return nil, fmt.Errorf("%w%s", err, from(rl.RedisAddr, addr))
+	}
+	return opts, nil
+}
+
+// checkRedisSettings checks redis_addr and redis_db as far as they are
+// known before the config is loaded: a field holding a placeholder is
+// checked once expanded, at provision.
+func (rl *RateLimit) checkRedisSettings() error {
+	known := *rl
+	if hasPlaceholder(known.RedisAddr) {
+		known.RedisAddr = ""
+	}
+	if hasPlaceholder(string(known.RedisDB)) {
+		known.RedisDB = ""
+	}
+	_, err := known.expandRedisSettings(caddy.NewEmptyReplacer())
+	return err
 }
 
 // provisionRedis sets up the Redis limiter with its failure policy.
-func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *localLimiter) error {
-	opts, err := redisConfig{addr: rl.RedisAddr, password: rl.RedisPassword, db: rl.RedisDB}.options()
-	if err != nil {
-		return fmt.Errorf("tenant_ratelimit: %w", err)
-	}
+func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *localLimiter, opts *redis.UniversalOptions) error {
 	rl.redisKey = poolKey(opts)
 	v, _, err := redisPool.LoadOrNew(rl.redisKey, func() (caddy.Destructor, error) {
 		return newSharedRedis(opts, rl.metrics, rl.logger), nil
@@ -176,6 +228,9 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *localLimiter) erro
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	health.Register("redis", rl.redisHealth(onError))
+	// An unreachable Redis is logged when the gateway starts, not at its
+	// first request. In the background: provisioning never waits for Redis.
+	go rl.probeRedis(ctx, onError)
 	return nil
 }
 
@@ -184,8 +239,8 @@ func (rl *RateLimit) Validate() error {
 	if rl.RedisTimeout < 0 {
 		return fmt.Errorf("tenant_ratelimit: redis_timeout must be positive, got %s", time.Duration(rl.RedisTimeout))
 	}
-	if rl.RedisDB < 0 {
-		return fmt.Errorf("tenant_ratelimit: redis_db must be a non-negative integer, got %d", rl.RedisDB)
+	if err := rl.checkRedisSettings(); err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	switch rl.OnRedisError {
 	case "", onErrorLocal, onErrorAllow, onErrorDeny:

@@ -14,10 +14,12 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tenantgate/tenantgate/internal/faultproxy"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
@@ -371,5 +373,96 @@ func TestServeDailyDenialRetryAfter(t *testing.T) {
 	}
 	if d := decodeEnvelope(t, w).Error.Details.(map[string]any); d["limit_type"] != "day" {
 		t.Errorf("details %v", d)
+	}
+}
+
+// TestProvisionExpandsRedisPlaceholders: {env.*} placeholders in
+// redis_addr, redis_password and redis_db are expanded at provision, in
+// the server's environment, and the config keeps them as written.
+func TestProvisionExpandsRedisPlaceholders(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	t.Setenv("TG_TEST_REDIS_ADDR", addr)
+	t.Setenv("TG_TEST_REDIS_PASSWORD", "")
+	t.Setenv("TG_TEST_REDIS_DB", "1")
+	rl := &RateLimit{
+		RedisAddr:     "{env.TG_TEST_REDIS_ADDR}",
+		RedisPassword: "{env.TG_TEST_REDIS_PASSWORD}",
+		RedisDB:       "{env.TG_TEST_REDIS_DB}",
+		OnRedisError:  onErrorDeny, // no fallback: a decision must come from Redis
+		Plans:         []Plan{{Name: "tiny", PerMinute: 6, PerDay: 1000, Burst: 4}},
+	}
+	if err := rl.Provision(newCaddyContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rl.Cleanup() })
+	if rl.RedisAddr != "{env.TG_TEST_REDIS_ADDR}" || rl.RedisDB != "{env.TG_TEST_REDIS_DB}" {
+		t.Errorf("the config was changed in place: %+v", rl)
+	}
+
+	org := testenv.UniqueName("org_placeholder_")
+	db1 := redis.NewClient(&redis.Options{Addr: addr, DB: 1})
+	keys := newRedisLimiter(db1, "").keys(org)
+	t.Cleanup(func() {
+		db1.Del(context.Background(), keys[0], keys[1])
+		_ = db1.Close()
+	})
+	if d := decide(t, rl.limiter, org, rl.policies.plans["tiny"]); d.Source != SourceRedis || !d.Allowed {
+		t.Fatalf("decision %+v, want admitted by Redis", d)
+	}
+	if n := db1.Exists(context.Background(), keys[0], keys[1]).Val(); n != 2 {
+		t.Fatalf("%d of the organization's 2 keys are in Redis database 1 (redis_db from the environment)", n)
+	}
+}
+
+// TestProvisionRefusesMalformedExpandedRedisSettings: a placeholder that
+// expands to a malformed address or database fails the config at
+// provision, saying where the value came from, not at the first request.
+func TestProvisionRefusesMalformedExpandedRedisSettings(t *testing.T) {
+	t.Setenv("TG_TEST_BAD_ADDR", "redis-without-a-port")
+	t.Setenv("TG_TEST_BAD_DB", "first")
+	for _, c := range []struct {
+		rl   RateLimit
+		want string
+	}{
+		{RateLimit{RedisAddr: "{env.TG_TEST_BAD_ADDR}"}, `redis_addr: "redis-without-a-port" is not host:port (from {env.TG_TEST_BAD_ADDR})`},
+		{RateLimit{RedisAddr: "127.0.0.1:6379", RedisDB: "{env.TG_TEST_BAD_DB}"}, `redis_db: "first" is not a database number (from {env.TG_TEST_BAD_DB})`},
+	} {
+		rl := c.rl
+		err := rl.Provision(newCaddyContext(t))
+		_ = rl.Cleanup()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: err = %v, want it to say %s", c.rl, err, c.want)
+		}
+	}
+}
+
+// TestUnreachableRedisIsNoticedAtStart: with Redis unreachable when the
+// handler is provisioned, the outage is detected (and logged, once, by the
+// breaker) in the background right away, before any request.
+func TestUnreachableRedisIsNoticedAtStart(t *testing.T) {
+	proxy, err := faultproxy.New(testenv.RedisAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	proxy.Cut()
+	rl := &RateLimit{RedisAddr: proxy.Addr()}
+	if err := rl.Provision(newCaddyContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rl.Cleanup() })
+	// Waiting for a background event, bounded: not a timing assertion.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if failing, _, lastErr := rl.shared.breaker.state(); failing {
+			if lastErr == "" {
+				t.Error("outage recorded without its error")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no request was made, and the unreachable Redis was not noticed at start")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

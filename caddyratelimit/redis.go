@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -179,7 +180,7 @@ func (c redisConfig) options() (*redis.UniversalOptions, error) {
 		}
 	} else {
 		for _, a := range strings.FieldsFunc(c.addr, func(r rune) bool { return r == ',' || r == ' ' }) {
-			if _, _, err := net.SplitHostPort(a); err != nil {
+			if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
 				return nil, fmt.Errorf("redis_addr: %q is not host:port", a)
 			}
 			o.Addrs = append(o.Addrs, a)
@@ -220,11 +221,41 @@ func (c redisConfig) options() (*redis.UniversalOptions, error) {
 	return o, nil
 }
 
-// fromURL fills o from a redis:// or rediss:// URL.
+// validPort reports whether s is a TCP port number.
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0 && n <= 65535
+}
+
+// parseRedisDB reads redis_db once expanded: empty is database 0.
+func parseRedisDB(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 1<<20 {
+		return 0, fmt.Errorf("%q is not a database number", s)
+	}
+	return n, nil
+}
+
+// hasPlaceholder reports whether s holds a {…} placeholder, which is
+// expanded when the config is loaded.
+func hasPlaceholder(s string) bool {
+	open := strings.IndexByte(s, '{')
+	return open >= 0 && strings.IndexByte(s[open:], '}') > 0
+}
+
+// fromURL fills o from a redis:// or rediss:// URL. Its errors never
+// repeat the URL, which may hold a password.
 func fromURL(o *redis.UniversalOptions, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("redis_addr: %w", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("redis_addr: not a valid URL: %w", err)
 	}
 	q := u.Query()
 	switch {
