@@ -261,23 +261,26 @@ func (rl *RateLimit) Validate() error {
 }
 
 // Cleanup releases the pooled resources (the pool closes them once no
-// config uses them any more).
+// config uses them any more). It releases every one even when releasing
+// another fails, and returns the errors together.
 func (rl *RateLimit) Cleanup() error {
+	var errs []error
 	if rl.redisKey != "" {
 		if _, err := redisPool.Delete(rl.redisKey); err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the Redis client: %w", err))
 		}
 	}
 	if rl.metrics != nil {
 		if _, err := metricsPool.Delete(metricsPoolKey); err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the metrics: %w", err))
 		}
 	}
 	if rl.local != nil {
-		_, err := localPool.Delete(localPoolKey)
-		return err
+		if _, err := localPool.Delete(localPoolKey); err != nil {
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the in-process limiter: %w", err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // limitDetails is the "details" member of a 429's error envelope.

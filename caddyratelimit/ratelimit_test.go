@@ -3,6 +3,7 @@ package caddyratelimit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -464,5 +465,37 @@ func TestUnreachableRedisIsNoticedAtStart(t *testing.T) {
 			t.Fatal("no request was made, and the unreachable Redis was not noticed at start")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCleanupReleasesEverythingWhenOneReleaseFails: Cleanup releases every
+// pooled resource even when releasing one fails (here: closing the Redis
+// client, which was already closed), and reports that error.
+func TestCleanupReleasesEverythingWhenOneReleaseFails(t *testing.T) {
+	proxy, err := faultproxy.New(testenv.RedisAddr(t)) // a Redis address of this test's own
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	rl := &RateLimit{RedisAddr: proxy.Addr()}
+	if err := rl.Provision(newCaddyContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.shared.client.Close(); err != nil { // closing it again fails
+		t.Fatal(err)
+	}
+
+	err = rl.Cleanup()
+	if !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("Cleanup() = %v, want the failed release's error", err)
+	}
+	if n, _ := redisPool.References(rl.redisKey); n != 0 {
+		t.Errorf("Redis client still referenced %d times", n)
+	}
+	if n, _ := metricsPool.References(metricsPoolKey); n != 0 {
+		t.Errorf("metrics still referenced %d times after the last handler's Cleanup", n)
+	}
+	if n, _ := localPool.References(localPoolKey); n != 0 || !rl.local.stopped.Load() {
+		t.Errorf("in-process limiter still referenced %d times, sweep stopped: %v", n, rl.local.stopped.Load())
 	}
 }
