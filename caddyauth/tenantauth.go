@@ -115,6 +115,11 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	if err := a.provisionStaticKeys(repl, dsn != ""); err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
+	// The rate limiter after this handler checks that it defines these
+	// plans, so a static key on an unknown plan fails `caddy validate`.
+	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", tenant.PlansOf(a.static)...); err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
+	}
 	if dsn == "" {
 		return nil
 	}
