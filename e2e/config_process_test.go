@@ -181,13 +181,13 @@ func TestDefaultCaddyfileDemoKeyOnlyWithoutDatabase(t *testing.T) {
 	caddyfile := instanceCaddyfile(t)("{$GATEWAY_PORT}")
 
 	t.Run("without a database", func(t *testing.T) {
-		g := startProcess(t, caddyfile, "DATABASE_URL=", "VALID_API_KEYS=")
+		g := startProcess(t, caddyfile, "DATABASE_URL=")
 		if code, body := callWithKey(t, g, "/api/x", "sk_test_abc123"); code != http.StatusOK {
 			t.Errorf("demo key: %d %s, want 200", code, body)
 		}
 	})
 	t.Run("with DATABASE_URL", func(t *testing.T) {
-		g := startProcess(t, caddyfile, "DATABASE_URL="+dsn, "VALID_API_KEYS=")
+		g := startProcess(t, caddyfile, "DATABASE_URL="+dsn) // VALID_API_KEYS unset, as by default
 		waitForChecks(t, g, "postgres")
 		code, body := callWithKey(t, g, "/api/x", "sk_test_abc123")
 		if code != http.StatusForbidden || !strings.Contains(body, `"message":"invalid API key"`) {
