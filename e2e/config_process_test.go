@@ -325,3 +325,31 @@ func readAutosave(t *testing.T, g *gatewayProcess) string {
 	}
 	return string(b)
 }
+
+// TestValidateDefaultCaddyfileChecksVALID_API_KEYS: keys read from the
+// environment are checked by `caddy validate` like keys written in the
+// Caddyfile: a plan the limiter does not define, or a malformed entry, is
+// refused with a message that never shows the key.
+func TestValidateDefaultCaddyfileChecksVALID_API_KEYS(t *testing.T) {
+	validate := func(keys string) (string, error) {
+		cmd := exec.Command(gatewayBinary(t), "validate", "--config", "../Caddyfile", "--adapter", "caddyfile")
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "TENANT_PLANS=", "DATABASE_URL=", "REDIS_ADDR=", "VALID_API_KEYS="+keys)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := validate("sk_live_validKey:org_1:basic"); err != nil {
+		t.Fatalf("a key on a built-in plan: %v\n%s", err, out)
+	}
+	for keys, want := range map[string]string{
+		"sk_live_goldKey:org_1:gold":                   `plan \"gold\" of a static key of tenant_auth`,
+		"sk_live_okKey:org_1:basic,sk_live_badKey:org": "key_list {env.VALID_API_KEYS}: entry 2: expected key:org_id:plan",
+	} {
+		out, err := validate(keys)
+		if err == nil || !strings.Contains(out, want) {
+			t.Errorf("VALID_API_KEYS=%s: err %v, want output containing %s:\n%s", keys, err, want, out)
+		}
+		if strings.Contains(out, "sk_live_") {
+			t.Errorf("VALID_API_KEYS=%s: the output shows a key:\n%s", keys, out)
+		}
+	}
+}
