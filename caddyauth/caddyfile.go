@@ -59,7 +59,7 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		seen[sub] = d.Line()
 		switch sub {
 		case "keys":
-			hashed, later, err := SplitKeyList(strings.Join(d.RemainingArgs(), ","))
+			hashed, later, err := splitKeyList(strings.Join(d.RemainingArgs(), ","))
 			if err != nil {
 				return d.Errf("tenant_auth: keys: %v (expected key:org_id:plan[,key:org_id:plan…])", err)
 			}
@@ -75,11 +75,11 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("tenant_auth: key: %v", err)
 			}
 			if !hasPlaceholder(k.Key) {
-				k = HashedStaticKey(k)
+				k = hashedStaticKey(k)
 			}
 			a.Keys = append(a.Keys, k)
 		case "demo_keys":
-			hashed, later, err := SplitKeyList(strings.Join(d.RemainingArgs(), ","))
+			hashed, later, err := splitKeyList(strings.Join(d.RemainingArgs(), ","))
 			if err != nil {
 				return d.Errf("tenant_auth: demo_keys: %v (expected key:org_id:plan[,key:org_id:plan…])", err)
 			}

@@ -37,7 +37,7 @@ func TestCaddyfileStoresKeysHashedAndPlaceholdersAsWritten(t *testing.T) {
 	if len(a.Keys) != 3 || len(a.DemoKeys) != 1 {
 		t.Fatalf("keys %+v, demo keys %+v", a.Keys, a.DemoKeys)
 	}
-	h := HashedStaticKey(StaticKey{Key: "sk_live_fromKey", OrgID: "org_2", Plan: "basic"})
+	h := hashedStaticKey(StaticKey{Key: "sk_live_fromKey", OrgID: "org_2", Plan: "basic"})
 	if a.Keys[1] != h {
 		t.Errorf("key line stored as %+v, want %+v", a.Keys[1], h)
 	}

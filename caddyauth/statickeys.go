@@ -22,21 +22,24 @@ type StaticKey struct {
 	// that is expanded, checked and hashed at provision. A key written
 	// here is stored in clear with the config (autosave.json, the admin
 	// API's /config/): prefer key_hash or a placeholder. The Caddyfile
-	// adapter never emits a literal key.
+	// adapter never emits a literal key. Required unless key_hash is set.
 	Key string `json:"key,omitempty"`
 
 	// KeyHash is the key's SHA-256 as 64 hexadecimal digits, which is
 	// what the Caddyfile adapter stores for a key written in the
-	// Caddyfile (`echo -n "$KEY" | sha256sum` gives it).
+	// Caddyfile (`echo -n "$KEY" | sha256sum` gives it). Required unless
+	// key is set.
 	KeyHash string `json:"key_hash,omitempty"`
 
 	// OrgID is the organization the key acts for: 1–128 characters of
-	// letters, digits, "." "_" "-". It is sent upstream as X-Organization-ID.
+	// letters, digits, "." "_" "-". It is sent upstream as
+	// X-Organization-ID. Required.
 	OrgID string `json:"org_id"`
 
 	// Plan is the key's plan tier (for example basic, premium, enterprise):
 	// 1–64 characters of letters, digits, "." "_" "-". It is sent upstream
-	// as X-Plan-Tier and selects the rate-limit plan.
+	// as X-Plan-Tier and selects the rate-limit plan, which the
+	// tenant_ratelimit after this handler must define. Required.
 	Plan string `json:"plan"`
 
 	// DemoStyle marks a key that looks like a demo or hand-made test key:
@@ -58,10 +61,10 @@ func demoStyleKey(key string) bool {
 	return key == publishedDemoKey || strings.HasPrefix(key, keystore.TestKeyPrefix) && !keystore.WellFormedKey(key)
 }
 
-// HashedStaticKey returns k with its key replaced by key_hash (and
+// hashedStaticKey returns k with its key replaced by key_hash (and
 // demo_style set when the key looks like one), so that the key itself
 // never reaches the stored config. k must hold a literal key.
-func HashedStaticKey(k StaticKey) StaticKey {
+func hashedStaticKey(k StaticKey) StaticKey {
 	h := HashKey(k.Key)
 	return StaticKey{
 		KeyHash:   hex.EncodeToString(h[:]),
@@ -104,11 +107,11 @@ func parseKeyEntry(entry string) (StaticKey, error) {
 	return k, nil
 }
 
-// SplitKeyList parses a VALID_API_KEYS list as the Caddyfile adapter
-// stores it: literal entries come back hashed (HashedStaticKey), and the
+// splitKeyList parses a VALID_API_KEYS list as the Caddyfile adapter
+// stores it: literal entries come back hashed (hashedStaticKey), and the
 // entries holding a placeholder come back joined, to be expanded at
 // provision (key_list). Errors name the entry by position.
-func SplitKeyList(s string) (hashed []StaticKey, withPlaceholders string, err error) {
+func splitKeyList(s string) (hashed []StaticKey, withPlaceholders string, err error) {
 	var later []string
 	for i, entry := range strings.Split(s, ",") {
 		entry = strings.TrimSpace(entry)
@@ -121,7 +124,7 @@ func SplitKeyList(s string) (hashed []StaticKey, withPlaceholders string, err er
 			if err != nil {
 				return nil, "", fmt.Errorf("entry %d: %w", i+1, err)
 			}
-			hashed = append(hashed, HashedStaticKey(k))
+			hashed = append(hashed, hashedStaticKey(k))
 		}
 	}
 	return hashed, strings.Join(later, ","), nil
@@ -278,3 +281,6 @@ func (s staticStore) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, err
 	}
 	return nil, ErrUnknownKey
 }
+
+// Interface guard
+var _ KeyStore = staticStore(nil)

@@ -56,7 +56,7 @@ func TestParseKeyListErrorsNameTheEntryNotTheKey(t *testing.T) {
 }
 
 func TestSplitKeyListHashesLiteralsAndKeepsPlaceholders(t *testing.T) {
-	hashed, later, err := SplitKeyList("sk_test_abc123:org_1:premium, {env.MORE_KEYS} ,{env.OPS_KEY}:ops:enterprise,sk_live_x:org_2:basic")
+	hashed, later, err := splitKeyList("sk_test_abc123:org_1:premium, {env.MORE_KEYS} ,{env.OPS_KEY}:ops:enterprise,sk_live_x:org_2:basic")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestSplitKeyListHashesLiteralsAndKeepsPlaceholders(t *testing.T) {
 	if k := hashed[1]; k.Key != "" || k.DemoStyle {
 		t.Errorf("second key %+v, want hashed, not demo-style", k)
 	}
-	if _, _, err := SplitKeyList("sk_a:org:premium,bad"); err == nil || !strings.Contains(err.Error(), "entry 2") {
+	if _, _, err := splitKeyList("sk_a:org:premium,bad"); err == nil || !strings.Contains(err.Error(), "entry 2") {
 		t.Errorf("malformed entry: err = %v", err)
 	}
 }
@@ -164,7 +164,7 @@ func accepts(a *TenantAuth, key string) bool {
 }
 
 func TestDemoKeysOnlyWithoutDatabaseAndOtherKeys(t *testing.T) {
-	demo := []StaticKey{HashedStaticKey(StaticKey{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"})}
+	demo := []StaticKey{hashedStaticKey(StaticKey{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"})}
 	t.Setenv("TG_TEST_EMPTY_KEYS", "")
 	t.Setenv("TG_TEST_KEYS", "sk_live_mine:org_9:basic")
 	for _, c := range []struct {
@@ -213,11 +213,11 @@ func TestDemoStyleKeyBesideDatabaseWarns(t *testing.T) {
 		warnings     int
 	}{
 		{"published demo key from the environment", TenantAuth{KeyList: "{env.TG_TEST_KEYS}"}, true, 1},
-		{"hand-made test key, hashed by the adapter", TenantAuth{Keys: []StaticKey{HashedStaticKey(StaticKey{Key: "sk_test_mine", OrgID: "o", Plan: "basic"})}}, true, 1},
+		{"hand-made test key, hashed by the adapter", TenantAuth{Keys: []StaticKey{hashedStaticKey(StaticKey{Key: "sk_test_mine", OrgID: "o", Plan: "basic"})}}, true, 1},
 		{"hand-made test key in clear", TenantAuth{Keys: []StaticKey{{Key: "sk_test_mine", OrgID: "o", Plan: "basic"}}}, true, 1},
 		{"generated test key", TenantAuth{Keys: []StaticKey{{Key: generated, OrgID: "o", Plan: "basic"}}}, true, 0},
 		{"demo key without a database", TenantAuth{KeyList: "{env.TG_TEST_KEYS}"}, false, 0},
-		{"inactive demo keys beside a database", TenantAuth{DemoKeys: []StaticKey{HashedStaticKey(StaticKey{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"})}}, true, 0},
+		{"inactive demo keys beside a database", TenantAuth{DemoKeys: []StaticKey{hashedStaticKey(StaticKey{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"})}}, true, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, logs, err := provisionKeys(t, &c.handler, c.withDatabase)

@@ -40,3 +40,6 @@ func HashKey(key string) KeyHash { return keystore.HashKey(key) }
 // IsRejection reports whether err is a definitive "this key is not valid"
 // answer (403), as opposed to a failure to decide.
 func IsRejection(err error) bool { return keystore.IsRejection(err) }
+
+// Interface guard
+var _ KeyStore = (*keystore.Handle)(nil)

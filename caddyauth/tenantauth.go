@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
@@ -225,3 +227,11 @@ func (a *TenantAuth) lookup(ctx context.Context, token string) (*tenant.Identity
 	}
 	return a.dynamic.Lookup(ctx, h)
 }
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*TenantAuth)(nil)
+	_ caddy.CleanerUpper          = (*TenantAuth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*TenantAuth)(nil)
+	_ caddyfile.Unmarshaler       = (*TenantAuth)(nil)
+)
