@@ -101,6 +101,9 @@ func parseKeyEntry(entry string) (StaticKey, error) {
 		return StaticKey{}, fmt.Errorf("expected key:org_id:plan, got %d colon-separated fields", len(parts))
 	}
 	k := StaticKey{Key: parts[0], OrgID: parts[1], Plan: parts[2]}
+	if err := validKey(k.Key); err != nil { // a literal key: braces are no placeholder here
+		return StaticKey{}, err
+	}
 	if err := k.Validate(); err != nil {
 		return StaticKey{}, err
 	}

@@ -246,6 +246,7 @@ func TestDemoStyleKeyBesideDatabaseWarns(t *testing.T) {
 
 func TestKeysFromPlaceholdersAreExpandedAtProvision(t *testing.T) {
 	t.Setenv("TG_TEST_OPS_KEY", "sk_live_opsKey")
+	t.Setenv("TG_TEST_NESTED", "{env.TG_TEST_OPS_KEY}:ops:enterprise")
 	a, _, err := provisionKeys(t, &TenantAuth{Keys: []StaticKey{{Key: "{env.TG_TEST_OPS_KEY}", OrgID: "ops", Plan: "enterprise"}}}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -262,6 +263,8 @@ func TestKeysFromPlaceholdersAreExpandedAtProvision(t *testing.T) {
 		{TenantAuth{Keys: []StaticKey{{Key: "{env.TG_TEST_OPS_KEY", OrgID: "o", Plan: "p"}}}, "static key 1"},
 		{TenantAuth{KeyList: "{env.TG_TEST_OPS_KEY}"}, "key_list {env.TG_TEST_OPS_KEY}: entry 1: expected key:org_id:plan"},
 		{TenantAuth{KeyList: "{nope.x}"}, "unrecognized placeholder {nope.x}"},
+		// The list's content is keys, not more placeholders.
+		{TenantAuth{KeyList: "{env.TG_TEST_NESTED}"}, "key_list {env.TG_TEST_NESTED}: entry 1: key contains characters a bearer token cannot carry"},
 	} {
 		_, _, err := provisionKeys(t, &c.handler, false)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
