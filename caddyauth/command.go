@@ -219,10 +219,11 @@ func durationFlag(cmd *cobra.Command, name string, allowZero bool) (time.Duratio
 	return d, nil
 }
 
-// printJSON writes v as indented JSON.
+// printJSON writes v as indented JSON, not HTML-escaped.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // a name such as "A&B <Corp>" reads as written
 	return enc.Encode(v)
 }
 

@@ -213,6 +213,17 @@ func TestCLIRoundTrip(t *testing.T) {
 	}
 }
 
+func TestCLIJSONIsNotHTMLEscaped(t *testing.T) {
+	dsn := migratedDB(t)
+	out, err := runCLI(t, dsn, "org", "create", "--name", "A&B <Corp>", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"name": "A&B <Corp>"`) {
+		t.Errorf("org create --json does not show the name as written:\n%s", out)
+	}
+}
+
 func TestCLIBadInputWritesNothing(t *testing.T) {
 	dsn := migratedDB(t)
 	var org keystore.Organization
