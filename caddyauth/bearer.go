@@ -3,7 +3,7 @@ package caddyauth
 import "errors"
 
 // MaxTokenBytes bounds the bearer token; longer tokens are rejected with 401
-// before any hashing or lookup (DESIGN §3).
+// before any hashing or lookup.
 const MaxTokenBytes = 256
 
 // Reasons a request's Authorization header is rejected with 401. Their

@@ -35,12 +35,8 @@ func (w *discardWriter) WriteHeader(int)             {}
 // (context value, field list, request copy), included in allocs/op. Adding
 // the access-log field costs 3 more inside Caddy's ExtraLogFields.Add.
 func BenchmarkAuthCachedKey(b *testing.B) {
-	auth := &TenantAuth{Keys: []StaticKey{{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"}}}
-	static, err := newStaticStore(auth.Keys)
-	if err != nil {
-		b.Fatal(err)
-	}
-	auth.static, auth.logger = static, zap.NewNop()
+	auth := &TenantAuth{logger: zap.NewNop()}
+	auth.static = staticStoreOf(b, StaticKey{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"})
 
 	w := &discardWriter{h: make(http.Header)}
 	base := caddyhttp.PrepareRequest(httptest.NewRequest(http.MethodGet, "http://gateway/api/users", nil), caddy.NewReplacer(), w, nil)
@@ -60,12 +56,23 @@ func BenchmarkAuthCachedKey(b *testing.B) {
 	}
 }
 
-// BenchmarkHashKey measures hashing a presented key.
-func BenchmarkHashKey(b *testing.B) {
+// BenchmarkAuthRejected measures the 403 answer to an unknown key: request
+// ID, parsing, hashing, lookup and the JSON envelope.
+func BenchmarkAuthRejected(b *testing.B) {
+	auth := &TenantAuth{logger: zap.NewNop()}
+	auth.static = staticStoreOf(b)
+
+	w := &discardWriter{h: make(http.Header)}
+	base := caddyhttp.PrepareRequest(httptest.NewRequest(http.MethodGet, "http://gateway/api/users", nil), caddy.NewReplacer(), w, nil)
+	authValue := []string{"Bearer sk_test_unknown"}
 	b.ReportAllocs()
-	var sink KeyHash
 	for b.Loop() {
-		sink = HashKey("sk_live_0123456789abcdefghijABCDEFGHIJ")
+		clear(w.h)
+		r := base.WithContext(context.WithValue(base.Context(), caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields)))
+		r.Header["Authorization"] = authValue
+		delete(r.Header, "X-Request-Id")
+		if err := auth.ServeHTTP(w, r, nopHandler{}); err != nil {
+			b.Fatal(err)
+		}
 	}
-	_ = sink
 }

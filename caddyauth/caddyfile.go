@@ -28,6 +28,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	tenant_auth [<matcher>] {
 //	    keys        [<key:org_id:plan>[,<key:org_id:plan>…]]
 //	    key         <key> <org_id> <plan>
+//	    demo_keys   [<key:org_id:plan>[,<key:org_id:plan>…]]
 //	    forward_key [true|false]
 //	    database_url        [<url>]
 //	    cache_ttl           <duration>
@@ -37,22 +38,33 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    negative_cache_size <entries>
 //	}
 //
-// keys takes the VALID_API_KEYS format and may be empty; key is repeatable.
-// database_url may be empty (static keys only).
+// keys takes the VALID_API_KEYS format and may be empty; key is repeatable,
+// every other setting may appear once. Keys written in the Caddyfile are
+// stored as their SHA-256 (key_hash), never in clear; a key or a keys list
+// given as a runtime placeholder ({env.VALID_API_KEYS}) is stored as the
+// placeholder and expanded when the config is loaded, in the server's
+// environment. demo_keys take effect only without a database and without
+// other keys. database_url may be empty (static keys only) or a placeholder.
 func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.Errf("tenant_auth: unexpected argument %q; settings go in a block", d.Val())
 	}
+	seen := make(map[string]int) // subdirective → line it was first given on
 	for d.NextBlock(0) {
 		sub := d.Val()
+		if first, ok := seen[sub]; ok && sub != "key" {
+			return d.Errf("tenant_auth: %s given more than once (first on line %d); only key may repeat", sub, first)
+		}
+		seen[sub] = d.Line()
 		switch sub {
 		case "keys":
-			list, err := ParseKeyList(strings.Join(d.RemainingArgs(), ","))
+			hashed, later, err := splitKeyList(strings.Join(d.RemainingArgs(), ","))
 			if err != nil {
 				return d.Errf("tenant_auth: keys: %v (expected key:org_id:plan[,key:org_id:plan…])", err)
 			}
-			a.Keys = append(a.Keys, list...)
+			a.Keys = append(a.Keys, hashed...)
+			a.KeyList = later
 		case "key":
 			args := d.RemainingArgs()
 			if len(args) != 3 {
@@ -62,7 +74,19 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := k.Validate(); err != nil {
 				return d.Errf("tenant_auth: key: %v", err)
 			}
+			if !hasPlaceholder(k.Key) {
+				k = hashedStaticKey(k)
+			}
 			a.Keys = append(a.Keys, k)
+		case "demo_keys":
+			hashed, later, err := splitKeyList(strings.Join(d.RemainingArgs(), ","))
+			if err != nil {
+				return d.Errf("tenant_auth: demo_keys: %v (expected key:org_id:plan[,key:org_id:plan…])", err)
+			}
+			if later != "" {
+				return d.Errf("tenant_auth: demo_keys: placeholders are not supported here; declare such keys with keys")
+			}
+			a.DemoKeys = hashed
 		case "forward_key":
 			v, err := parseOptionalBool(d)
 			if err != nil {
@@ -103,7 +127,7 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // subdirectives lists what tenant_auth accepts, for error messages.
-var subdirectives = []string{"keys", "key", "forward_key", "database_url", "cache_ttl",
+var subdirectives = []string{"keys", "key", "demo_keys", "forward_key", "database_url", "cache_ttl",
 	"negative_cache_ttl", "refresh_interval", "cache_size", "negative_cache_size"}
 
 // parseDuration reads "<name> <duration>"; the duration must be positive.

@@ -18,13 +18,19 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
+
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // DatabaseURLEnv is read when --database-url is not given.
 const DatabaseURLEnv = "DATABASE_URL"
 
-// cliTimeout bounds one CLI command's work against the database.
-const cliTimeout = 30 * time.Second
+// cliTimeout bounds one CLI command's work against the database, and
+// cliConnectTimeout the connection to it.
+const (
+	cliTimeout        = 30 * time.Second
+	cliConnectTimeout = 5 * time.Second
+)
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
@@ -38,6 +44,7 @@ Manages the PostgreSQL key database that tenant_auth reads (database_url).
   caddy tenant org create --name N [--plan P] [--per-minute N --per-day N --burst N] [--json]
   caddy tenant org list [--json]
   caddy tenant org disable ID [--json]
+  caddy tenant org enable ID [--json]
   caddy tenant key create --org-id ID --name N [--plan P] [--expires-in DUR] [--test] [--json]
   caddy tenant key list --org-id ID [--json]
   caddy tenant key revoke ID [--json]
@@ -73,7 +80,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	}
 	ctx, cancel := cliContext()
 	defer cancel()
-	res, err := Migrate(ctx, cfg)
+	res, err := keystore.Migrate(ctx, cfg)
 	if err != nil {
 		return dbError(err)
 	}
@@ -103,7 +110,7 @@ func connConfig(cmd *cobra.Command) (*pgx.ConnConfig, error) {
 		return nil, fmt.Errorf("database URL: %w", err)
 	}
 	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = pgConnectTimeout
+		cfg.ConnectTimeout = cliConnectTimeout
 	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "tenantgate-cli"
@@ -111,8 +118,9 @@ func connConfig(cmd *cobra.Command) (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
-// withDB connects, runs f and closes the connection.
-func withDB(cmd *cobra.Command, f func(ctx context.Context, conn *pgx.Conn) error) error {
+// withDB connects, runs f with the store operations on that connection,
+// and closes it.
+func withDB(cmd *cobra.Command, f func(ctx context.Context, admin *keystore.Admin) error) error {
 	cfg, err := connConfig(cmd)
 	if err != nil {
 		return err
@@ -124,7 +132,7 @@ func withDB(cmd *cobra.Command, f func(ctx context.Context, conn *pgx.Conn) erro
 		return dbError(fmt.Errorf("cannot connect to PostgreSQL: %w", err))
 	}
 	defer conn.Close(context.Background())
-	return dbError(f(ctx, conn))
+	return dbError(f(ctx, keystore.NewAdmin(conn)))
 }
 
 // cliContext is cancelled by Ctrl-C or after cliTimeout.
@@ -173,13 +181,25 @@ func parseID(what, arg string) (string, error) {
 	return id.String(), nil
 }
 
+// orgIDFlag reads the required --org-id flag.
+func orgIDFlag(cmd *cobra.Command) (string, error) {
+	arg, _ := cmd.Flags().GetString("org-id")
+	if strings.TrimSpace(arg) == "" {
+		return "", errors.New("--org-id is required: the organization's ID, as `caddy tenant org create` printed it or `caddy tenant org list` shows it")
+	}
+	return parseID("--org-id", arg)
+}
+
 // maxNameLen bounds organization and key names (the schema checks it too).
 const maxNameLen = 200
 
 // cleanName trims a name and checks it: 1-200 bytes, no control characters.
 func cleanName(what, name string) (string, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || len(name) > maxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+	if name == "" {
+		return "", fmt.Errorf("--name is required: the %s name, 1-%d printable characters", what, maxNameLen)
+	}
+	if len(name) > maxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return "", fmt.Errorf("--name: the %s name must be 1-%d printable characters", what, maxNameLen)
 	}
 	return name, nil
@@ -199,10 +219,11 @@ func durationFlag(cmd *cobra.Command, name string, allowZero bool) (time.Duratio
 	return d, nil
 }
 
-// printJSON writes v as indented JSON.
+// printJSON writes v as indented JSON, not HTML-escaped.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // a name such as "A&B <Corp>" reads as written
 	return enc.Encode(v)
 }
 
@@ -217,4 +238,21 @@ func formatTime(t *time.Time, alt string) string {
 		return alt
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// allPages collects every page of a store listing.
+func allPages[T any](list func(cursor string) ([]T, string, error)) ([]T, error) {
+	var all []T
+	cursor := ""
+	for {
+		page, next, err := list(cursor)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		cursor = next
+	}
 }

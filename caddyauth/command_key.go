@@ -7,8 +7,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // defaultRotateGrace is how long a rotated key keeps working by default, so
@@ -56,7 +57,7 @@ func keyCommand() *cobra.Command {
 		RunE:  runKeyRotate,
 	}
 	rotate.Flags().String("grace", defaultRotateGrace.String(), "how long the old key keeps working; 0 ends it now")
-	rotate.Flags().String("expires-in", "", "expire the new key after this long (default: never)")
+	rotate.Flags().String("expires-in", "", "expire the new key after this long (default: when the old key was due to)")
 	rotate.Flags().Bool("json", false, "print JSON")
 
 	key.AddCommand(create, list, revoke, rotate)
@@ -64,12 +65,11 @@ func keyCommand() *cobra.Command {
 }
 
 func runKeyCreate(cmd *cobra.Command, _ []string) error {
-	orgArg, _ := cmd.Flags().GetString("org-id")
-	orgID, err := parseID("--org-id", orgArg)
+	orgID, err := orgIDFlag(cmd)
 	if err != nil {
 		return err
 	}
-	in := keyInput{OrgID: orgID}
+	in := keystore.KeyInput{OrgID: orgID}
 	name, _ := cmd.Flags().GetString("name")
 	if in.Name, err = cleanName("key", name); err != nil {
 		return err
@@ -89,8 +89,8 @@ func runKeyCreate(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	in.Test, _ = cmd.Flags().GetBool("test")
-	return withDB(cmd, func(ctx context.Context, conn *pgx.Conn) error {
-		k, err := createKey(ctx, conn, in)
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		k, err := admin.CreateKey(ctx, in)
 		if err != nil {
 			return err
 		}
@@ -102,13 +102,14 @@ func runKeyCreate(cmd *cobra.Command, _ []string) error {
 }
 
 func runKeyList(cmd *cobra.Command, _ []string) error {
-	orgArg, _ := cmd.Flags().GetString("org-id")
-	orgID, err := parseID("--org-id", orgArg)
+	orgID, err := orgIDFlag(cmd)
 	if err != nil {
 		return err
 	}
-	return withDB(cmd, func(ctx context.Context, conn *pgx.Conn) error {
-		keys, err := listKeys(ctx, conn, orgID)
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		keys, err := allPages(func(cursor string) ([]keystore.APIKey, string, error) {
+			return admin.ListKeys(ctx, orgID, cursor, keystore.MaxPageSize)
+		})
 		if err != nil {
 			return err
 		}
@@ -130,8 +131,8 @@ func runKeyRevoke(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	return withDB(cmd, func(ctx context.Context, conn *pgx.Conn) error {
-		k, err := revokeKey(ctx, conn, id)
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		k, err := admin.RevokeKey(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -141,12 +142,6 @@ func runKeyRevoke(cmd *cobra.Command, args []string) error {
 		_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked key %s (%s…, %q) at %s\n", k.ID, k.Prefix, k.Name, formatTime(k.Revoked, ""))
 		return err
 	})
-}
-
-// rotation is `key rotate --json`'s output: the new key and the old one.
-type rotation struct {
-	NewAPIKey
-	Replaces APIKey `json:"replaces"`
 }
 
 func runKeyRotate(cmd *cobra.Command, args []string) error {
@@ -162,29 +157,30 @@ func runKeyRotate(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	return withDB(cmd, func(ctx context.Context, conn *pgx.Conn) error {
-		fresh, old, err := rotateKey(ctx, conn, id, grace, expiresIn)
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		rot, err := admin.RotateKey(ctx, id, keystore.RotateOptions{Grace: grace, ExpiresIn: expiresIn})
 		if err != nil {
 			return err
 		}
 		if jsonFlag(cmd) {
-			return printJSON(cmd.OutOrStdout(), rotation{NewAPIKey: fresh, Replaces: old})
+			return printJSON(cmd.OutOrStdout(), rot)
 		}
-		if err := printNewKey(cmd.OutOrStdout(), fresh); err != nil {
+		if err := printNewKey(cmd.OutOrStdout(), rot.NewAPIKey); err != nil {
 			return err
 		}
+		old := rot.Replaces
 		_, err = fmt.Fprintf(cmd.OutOrStdout(), "  replaces:     %s (%s…), which expires at %s\n", old.ID, old.Prefix, formatTime(old.Expires, ""))
 		return err
 	})
 }
 
-func printNewKey(w io.Writer, k NewAPIKey) error {
+func printNewKey(w io.Writer, k keystore.NewAPIKey) error {
 	_, err := fmt.Fprintf(w, "API key created. It is shown only now: store it safely.\n\n  %s\n\n  id:           %s\n  prefix:       %s\n  name:         %s\n  organization: %s\n  plan:         %s\n  expires:      %s\n",
 		k.Key, k.ID, k.Prefix, k.Name, k.OrgID, keyPlanText(k.APIKey), formatTime(k.Expires, "never"))
 	return err
 }
 
-func keyPlanText(k APIKey) string {
+func keyPlanText(k keystore.APIKey) string {
 	if k.Plan == nil {
 		return "(organization's)"
 	}

@@ -6,13 +6,14 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // orgCommand is `caddy tenant org …`.
 func orgCommand() *cobra.Command {
-	org := &cobra.Command{Use: "org", Short: "Creates, lists and disables organizations"}
+	org := &cobra.Command{Use: "org", Short: "Creates, lists, disables and enables organizations"}
 
 	create := &cobra.Command{
 		Use:   "create --name N [--plan P] [--per-minute N --per-day N --burst N] [--json]",
@@ -38,12 +39,20 @@ func orgCommand() *cobra.Command {
 	}
 	disable.Flags().Bool("json", false, "print JSON")
 
-	org.AddCommand(create, list, disable)
+	enable := &cobra.Command{
+		Use:   "enable ID [--json]",
+		Short: "Enables a disabled organization: its valid keys work again at once",
+		Args:  cobra.ExactArgs(1),
+		RunE:  runOrgEnable,
+	}
+	enable.Flags().Bool("json", false, "print JSON")
+
+	org.AddCommand(create, list, disable, enable)
 	return org
 }
 
 func runOrgCreate(cmd *cobra.Command, _ []string) error {
-	in := orgInput{}
+	in := keystore.OrgInput{}
 	name, _ := cmd.Flags().GetString("name")
 	var err error
 	if in.Name, err = cleanName("organization", name); err != nil {
@@ -71,8 +80,8 @@ func runOrgCreate(cmd *cobra.Command, _ []string) error {
 		}
 		*f.into = &v
 	}
-	return withDB(cmd, func(ctx context.Context, conn *pgx.Conn) error {
-		o, err := createOrg(ctx, conn, in)
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		o, err := admin.CreateOrg(ctx, in)
 		if err != nil {
 			return err
 		}
@@ -81,8 +90,10 @@ func runOrgCreate(cmd *cobra.Command, _ []string) error {
 }
 
 func runOrgList(cmd *cobra.Command, _ []string) error {
-	return withDB(cmd, func(ctx context.Context, conn *pgx.Conn) error {
-		orgs, err := listOrgs(ctx, conn)
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		orgs, err := allPages(func(cursor string) ([]keystore.Organization, string, error) {
+			return admin.ListOrgs(ctx, cursor, keystore.MaxPageSize)
+		})
 		if err != nil {
 			return err
 		}
@@ -104,8 +115,8 @@ func runOrgDisable(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	return withDB(cmd, func(ctx context.Context, conn *pgx.Conn) error {
-		o, err := disableOrg(ctx, conn, id)
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		o, err := admin.DisableOrg(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -113,7 +124,21 @@ func runOrgDisable(cmd *cobra.Command, args []string) error {
 	})
 }
 
-func printOrg(cmd *cobra.Command, o Organization, what string) error {
+func runOrgEnable(cmd *cobra.Command, args []string) error {
+	id, err := parseID("organization ID", args[0])
+	if err != nil {
+		return err
+	}
+	return withDB(cmd, func(ctx context.Context, admin *keystore.Admin) error {
+		o, err := admin.EnableOrg(ctx, id)
+		if err != nil {
+			return err
+		}
+		return printOrg(cmd, o, "enabled organization")
+	})
+}
+
+func printOrg(cmd *cobra.Command, o keystore.Organization, what string) error {
 	if jsonFlag(cmd) {
 		return printJSON(cmd.OutOrStdout(), o)
 	}
@@ -123,7 +148,7 @@ func printOrg(cmd *cobra.Command, o Organization, what string) error {
 }
 
 // limitsText shows an organization's limit overrides.
-func limitsText(o Organization) string {
+func limitsText(o keystore.Organization) string {
 	var parts []string
 	for _, l := range []struct {
 		name string

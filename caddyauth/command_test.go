@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // runCLI runs `caddy tenant args…` against dsn and returns its stdout.
@@ -38,17 +42,38 @@ func mustCLI(t *testing.T, dsn string, v any, args ...string) {
 	}
 }
 
+// migratedDB returns the URL of a fresh, migrated database for this test.
+func migratedDB(t *testing.T) string {
+	t.Helper()
+	dsn := testenv.FreshDatabase(t)
+	if out, err := runCLI(t, dsn, "migrate"); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	return dsn
+}
+
+// connect opens a connection closed at the end of the test.
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 var keyPattern = regexp.MustCompile(`^sk_(live|test)_[A-Za-z0-9]{32}$`)
 
 func TestCLIMigrateTwiceIsANoOp(t *testing.T) {
-	dsn := pgEmptyDB(t)
+	dsn := testenv.FreshDatabase(t)
 	out, err := runCLI(t, dsn, "migrate")
 	if err != nil || !strings.Contains(out, "applied 00001_api_keys.sql") {
 		t.Fatalf("first migrate: %v\n%s", err, out)
 	}
 	schema := schemaSnapshot(t, dsn)
 	out, err = runCLI(t, dsn, "migrate")
-	if err != nil || !strings.Contains(out, "up to date (version 1)") {
+	if err != nil || !strings.Contains(out, "up to date (version 2)") {
 		t.Fatalf("second migrate: %v\n%s", err, out)
 	}
 	if again := schemaSnapshot(t, dsn); again != schema {
@@ -59,7 +84,7 @@ func TestCLIMigrateTwiceIsANoOp(t *testing.T) {
 // schemaSnapshot lists the tables, columns, indexes and triggers.
 func schemaSnapshot(t *testing.T, dsn string) string {
 	t.Helper()
-	conn := pgConnect(t, dsn)
+	conn := connect(t, dsn)
 	var s string
 	err := conn.QueryRow(context.Background(), `SELECT string_agg(x, E'\n' ORDER BY x) FROM (
 		SELECT table_name || '.' || column_name || ' ' || data_type AS x FROM information_schema.columns WHERE table_schema = 'public'
@@ -73,13 +98,13 @@ func schemaSnapshot(t *testing.T, dsn string) string {
 }
 
 func TestCLIRoundTrip(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	var org Organization
+	dsn := migratedDB(t)
+	var org keystore.Organization
 	mustCLI(t, dsn, &org, "org", "create", "--name", "Acme", "--plan", "premium", "--per-minute", "500", "--burst", "20")
 	if org.ID == "" || org.Plan != "premium" || org.PerMinute == nil || *org.PerMinute != 500 || org.PerDay != nil || *org.Burst != 20 {
 		t.Fatalf("org create: %+v", org)
 	}
-	var key NewAPIKey
+	var key keystore.NewAPIKey
 	mustCLI(t, dsn, &key, "key", "create", "--org-id", org.ID, "--name", "ci", "--expires-in", "720h")
 	if !keyPattern.MatchString(key.Key) || !strings.HasPrefix(key.Key, "sk_live_") {
 		t.Errorf("key %q does not match %s with sk_live_", key.Key, keyPattern)
@@ -90,14 +115,14 @@ func TestCLIRoundTrip(t *testing.T) {
 	if d := time.Until(*key.Expires); d < 719*time.Hour || d > 721*time.Hour {
 		t.Errorf("expires_at %s is not 720h from now", key.Expires)
 	}
-	var test NewAPIKey
+	var test keystore.NewAPIKey
 	mustCLI(t, dsn, &test, "key", "create", "--org-id", org.ID, "--name", "dev", "--test", "--plan", "enterprise")
 	if !strings.HasPrefix(test.Key, "sk_test_") || !keyPattern.MatchString(test.Key) || test.Plan == nil || *test.Plan != "enterprise" {
 		t.Errorf("test key: %+v", test)
 	}
 
 	// The database holds the hash and the prefix, never the key.
-	conn := pgConnect(t, dsn)
+	conn := connect(t, dsn)
 	var dump string
 	if err := conn.QueryRow(context.Background(), `SELECT string_agg(row_to_json(k)::text, ' ') FROM api_keys k`).Scan(&dump); err != nil {
 		t.Fatal(err)
@@ -122,13 +147,13 @@ func TestCLIRoundTrip(t *testing.T) {
 	if strings.Contains(out, key.Key) || strings.Contains(out, test.Key) || strings.Contains(out, "hash") {
 		t.Errorf("key list shows a key or hash:\n%s", out)
 	}
-	var listed []APIKey
+	var listed []keystore.APIKey
 	mustCLI(t, dsn, &listed, "key", "list", "--org-id", org.ID)
 	if len(listed) != 2 || listed[0].ID != key.ID || listed[1].ID != test.ID {
 		t.Errorf("key list: %+v", listed)
 	}
 
-	var revoked APIKey
+	var revoked keystore.APIKey
 	mustCLI(t, dsn, &revoked, "key", "revoke", test.ID)
 	if revoked.Status != "revoked" || revoked.Revoked == nil {
 		t.Errorf("key revoke: %+v", revoked)
@@ -137,7 +162,7 @@ func TestCLIRoundTrip(t *testing.T) {
 		t.Errorf("rotating a revoked key: %v, want an error", err)
 	}
 
-	var rot rotation
+	var rot keystore.Rotation
 	mustCLI(t, dsn, &rot, "key", "rotate", key.ID, "--grace", "1h")
 	if !keyPattern.MatchString(rot.Key) || rot.ID == key.ID || rot.OrgID != org.ID || rot.Name != "ci" || rot.Replaces.ID != key.ID {
 		t.Errorf("key rotate: %+v", rot)
@@ -146,7 +171,7 @@ func TestCLIRoundTrip(t *testing.T) {
 		t.Errorf("old key expires in %s, want the 1h grace", d)
 	}
 
-	var disabled Organization
+	var disabled keystore.Organization
 	mustCLI(t, dsn, &disabled, "org", "disable", org.ID)
 	if disabled.Disabled == nil {
 		t.Errorf("org disable: %+v", disabled)
@@ -154,10 +179,23 @@ func TestCLIRoundTrip(t *testing.T) {
 	if _, err := runCLI(t, dsn, "key", "create", "--org-id", org.ID, "--name", "x"); err == nil || !strings.Contains(err.Error(), "disabled") {
 		t.Errorf("key create for a disabled org: %v, want an error", err)
 	}
-	var orgs []Organization
+	var orgs []keystore.Organization
 	mustCLI(t, dsn, &orgs, "org", "list")
 	if len(orgs) != 1 || orgs[0].ID != org.ID || orgs[0].Disabled == nil {
 		t.Errorf("org list: %+v", orgs)
+	}
+	var enabled keystore.Organization
+	mustCLI(t, dsn, &enabled, "org", "enable", org.ID)
+	if enabled.ID != org.ID || enabled.Disabled != nil {
+		t.Errorf("org enable: %+v", enabled)
+	}
+	if text, err := runCLI(t, dsn, "org", "enable", org.ID); err != nil || !strings.Contains(text, "enabled organization "+org.ID) || !strings.Contains(text, "disabled: no") {
+		t.Errorf("org enable (text, already enabled): %v\n%s", err, text)
+	}
+	var afterEnable keystore.NewAPIKey
+	mustCLI(t, dsn, &afterEnable, "key", "create", "--org-id", org.ID, "--name", "after-enable")
+	if _, err := conn.Exec(context.Background(), `DELETE FROM api_keys WHERE id = $1`, afterEnable.ID); err != nil {
+		t.Fatal(err)
 	}
 	used := time.Date(2026, 11, 27, 0, 35, 13, 0, time.UTC) // as a gateway records it
 	if _, err := conn.Exec(context.Background(), `UPDATE api_keys SET last_used_at = $1 WHERE id = $2`, used, key.ID); err != nil {
@@ -168,18 +206,29 @@ func TestCLIRoundTrip(t *testing.T) {
 		!strings.Contains(text, "LAST USED") || !strings.Contains(text, "2026-11-27T00:35:13Z") {
 		t.Errorf("key list (text): %v\n%s", err, text)
 	}
-	var relisted []APIKey
+	var relisted []keystore.APIKey
 	mustCLI(t, dsn, &relisted, "key", "list", "--org-id", org.ID)
 	if len(relisted) != 3 || relisted[0].LastUsed == nil || !relisted[0].LastUsed.Equal(used) || relisted[1].LastUsed != nil {
 		t.Errorf("key list --json: last_used_at of a used and an unused key: %+v", relisted)
 	}
 }
 
+func TestCLIJSONIsNotHTMLEscaped(t *testing.T) {
+	dsn := migratedDB(t)
+	out, err := runCLI(t, dsn, "org", "create", "--name", "A&B <Corp>", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"name": "A&B <Corp>"`) {
+		t.Errorf("org create --json does not show the name as written:\n%s", out)
+	}
+}
+
 func TestCLIBadInputWritesNothing(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	var org Organization
+	dsn := migratedDB(t)
+	var org keystore.Organization
 	mustCLI(t, dsn, &org, "org", "create", "--name", "Acme")
-	var key NewAPIKey
+	var key keystore.NewAPIKey
 	mustCLI(t, dsn, &key, "key", "create", "--org-id", org.ID, "--name", "ci")
 	before := dataSnapshot(t, dsn)
 
@@ -206,6 +255,12 @@ func TestCLIBadInputWritesNothing(t *testing.T) {
 		{[]string{"org", "create", "--name", "a\nb"}, "--name"},
 		{[]string{"org", "disable", unknown}, "unknown organization"},
 		{[]string{"org", "disable", "42"}, "malformed organization ID"},
+		{[]string{"org", "enable", unknown}, "unknown organization"},
+		{[]string{"org", "enable", "42"}, "malformed organization ID"},
+		{[]string{"key", "create", "--name", "x"}, "--org-id is required"},
+		{[]string{"key", "list"}, "--org-id is required"},
+		{[]string{"key", "create", "--org-id", org.ID}, "--name is required"},
+		{[]string{"org", "create"}, "--name is required"},
 	} {
 		out, err := runCLI(t, dsn, c.args...)
 		switch {
@@ -223,14 +278,14 @@ func TestCLIBadInputWritesNothing(t *testing.T) {
 }
 
 func TestCLICustomPlans(t *testing.T) {
-	dsn := pgMigratedDB(t)
-	var org Organization
+	dsn := migratedDB(t)
+	var org keystore.Organization
 	mustCLI(t, dsn, &org, "org", "create", "--name", "Tiny", "--plan", "tiny", "--allowed-plans", "tiny,huge")
 	if org.Plan != "tiny" {
 		t.Errorf("org create with an allowed custom plan: %+v", org)
 	}
 	t.Setenv(PlansEnv, "huge")
-	var key NewAPIKey
+	var key keystore.NewAPIKey
 	mustCLI(t, dsn, &key, "key", "create", "--org-id", org.ID, "--name", "k", "--plan", "huge")
 	if key.Plan == nil || *key.Plan != "huge" {
 		t.Errorf("key create with a plan from %s: %+v", PlansEnv, key)
@@ -245,7 +300,7 @@ func TestCLIDatabaseErrorsAreOneLine(t *testing.T) {
 		dsn, want string
 	}{
 		{"postgres://postgres@127.0.0.1:1/x?connect_timeout=2", "cannot connect to PostgreSQL"},
-		{pgEmptyDB(t), "run `caddy tenant migrate` first"},
+		{testenv.FreshDatabase(t), "run `caddy tenant migrate` first"},
 	} {
 		_, err := runCLI(t, c.dsn, "org", "list")
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
@@ -265,7 +320,7 @@ func TestCLIDatabaseErrorsAreOneLine(t *testing.T) {
 // dataSnapshot is every row of both tables, as text.
 func dataSnapshot(t *testing.T, dsn string) string {
 	t.Helper()
-	conn := pgConnect(t, dsn)
+	conn := connect(t, dsn)
 	var s string
 	err := conn.QueryRow(context.Background(), `SELECT
 		coalesce((SELECT string_agg(row_to_json(o)::text, E'\n' ORDER BY id) FROM organizations o), '') || E'\n' ||

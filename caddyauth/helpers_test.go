@@ -1,5 +1,24 @@
 package caddyauth
 
-import "crypto/sha256"
+import (
+	"crypto/sha256"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
 
 func sha256Of(s string) KeyHash { return sha256.Sum256([]byte(s)) }
+
+// staticStoreOf builds the static store of literal keys.
+func staticStoreOf(tb testing.TB, keys ...StaticKey) staticStore {
+	tb.Helper()
+	resolved, err := resolveStaticKeys(caddy.NewReplacer(), "static key", keys)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := newStaticStore(resolved)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return store
+}

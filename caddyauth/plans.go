@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
 // builtinPlans are the plans tenant_ratelimit knows without configuration.
-var builtinPlans = []string{"basic", "premium", "enterprise"}
+var builtinPlans = tenant.BuiltinPlanNames()
 
 // PlansEnv names extra plans (declared with `plan` lines in the Caddyfile's
 // tenant_ratelimit) that the CLI accepts, comma-separated.
-const PlansEnv = "TENANT_PLANS"
+const PlansEnv = tenant.PlansEnv
 
 // planSet is the plans the CLI accepts: the built-ins plus extras.
 type planSet []string

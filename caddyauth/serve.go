@@ -18,24 +18,29 @@ const (
 )
 
 // wwwAuthenticate is sent with every 401 (RFC 6750 §3).
-var wwwAuthenticate = []string{`Bearer realm="api"`}
+const wwwAuthenticate = `Bearer realm="api"`
 
 // requestScope is tenant_auth's per-request state, allocated once: the
-// tenant state handed to later handlers, the downstream response writer,
-// and the backing array of the header values it sets.
+// tenant state handed to later handlers and the downstream response writer,
+// which also holds the values of the headers the handler sets.
 type requestScope struct {
 	tenant tenant.Request
 	writer trackingWriter
-	// headerValues backs X-Request-ID (request and response),
-	// X-Organization-ID and X-Plan-Tier; each is a separate one-element
-	// slice, so appending to or rewriting one never touches another.
-	headerValues [4]string
 }
+
+// Slots of trackingWriter.headerValues.
+const (
+	slotRequestID = iota
+	slotResponseRequestID
+	slotOrgID
+	slotPlan
+	headerSlots
+)
 
 // setHeader sets h[key] to a one-element slice of the scope's backing array.
 func (s *requestScope) setHeader(h http.Header, key string, slot int, value string) {
-	s.headerValues[slot] = value
-	h[key] = s.headerValues[slot : slot+1 : slot+1]
+	s.writer.headerValues[slot] = value
+	h[key] = s.writer.headerValue(slot)
 }
 
 // Canonical forms of the header names the hot path writes directly.
@@ -50,15 +55,15 @@ func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	scope := &requestScope{}
 	rid := tenant.RequestIDFor(headerValue(r.Header, requestIDKey))
 	scope.tenant.ID = rid
-	scope.setHeader(r.Header, requestIDKey, 0, rid)
-	scope.setHeader(w.Header(), requestIDKey, 1, rid)
+	scope.setHeader(r.Header, requestIDKey, slotRequestID, rid)
+	scope.setHeader(w.Header(), requestIDKey, slotResponseRequestID, rid)
 	tenant.Attach(r, &scope.tenant)
 	stripIdentityHeaders(r.Header)
 
 	token, perr := ParseBearer(r.Header["Authorization"])
 	if perr != nil {
 		a.metrics.countResult(resultUnauthorized)
-		w.Header()["Www-Authenticate"] = wwwAuthenticate
+		w.Header()["Www-Authenticate"] = []string{wwwAuthenticate}
 		return tenant.WriteError(w, http.StatusUnauthorized, perr.Error(), nil, rid)
 	}
 
@@ -75,8 +80,8 @@ func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	a.metrics.countResult(resultOK)
 
 	tenant.Authenticated(r, &scope.tenant, id)
-	scope.setHeader(r.Header, orgIDKey, 2, id.OrgID)
-	scope.setHeader(r.Header, planKey, 3, id.Plan)
+	scope.setHeader(r.Header, orgIDKey, slotOrgID, id.OrgID)
+	scope.setHeader(r.Header, planKey, slotPlan, id.Plan)
 	if !a.ForwardKey {
 		delete(r.Header, "Authorization")
 	}

@@ -1,18 +1,22 @@
 // Package caddyauth provides tenant_auth, Tenantgate's API-key
 // authentication handler: Bearer parsing, key lookup by SHA-256 hash, the
 // tenant identity headers and placeholders, and the JSON error envelope for
-// everything that fails downstream of it (DESIGN §1–4).
+// everything that fails downstream of it.
 package caddyauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 func init() {
@@ -24,19 +28,39 @@ func init() {
 // and renders every error raised downstream of it, panics included, as the
 // JSON error envelope.
 type TenantAuth struct {
-	// Keys are static API keys, declared in the config. They are hashed at
-	// provision time and work beside any database keys.
+	// Keys are static API keys, each with its key_hash (what the Caddyfile
+	// adapter writes) or its key (a literal, or a placeholder such as
+	// {env.OPS_KEY} expanded at provision). They work beside any database
+	// keys. Default: none.
 	Keys []StaticKey `json:"keys,omitempty"`
 
+	// KeyList is more static keys in the VALID_API_KEYS format,
+	// "key:org_id:plan[,key:org_id:plan…]", usually a placeholder such as
+	// {env.VALID_API_KEYS}: it is expanded and parsed at provision, in the
+	// environment of the running server, so the keys themselves never
+	// reach the stored config and a reload from another shell keeps them.
+	// Empty: no keys. Default: "".
+	KeyList string `json:"key_list,omitempty"`
+
+	// DemoKeys are keys for trying the gateway out, such as the published
+	// sk_test_abc123. They are accepted only while the handler has no
+	// other keys at all: no database (database_url empty once expanded)
+	// and no keys or key_list entries. So setting DATABASE_URL or
+	// VALID_API_KEYS switches them off. Default: none.
+	DemoKeys []StaticKey `json:"demo_keys,omitempty"`
+
 	// ForwardKey keeps the Authorization header on the request sent to the
-	// backend. By default it is removed so backends never see tenants' keys.
+	// backend. By default it is removed so backends never see tenants'
+	// keys. Default: false.
 	ForwardKey bool `json:"forward_key,omitempty"`
 
 	// DatabaseURL is the PostgreSQL connection string (URL or key=value
 	// form) of the key database created by `caddy tenant migrate`.
-	// Placeholders such as {env.DATABASE_URL} are expanded. Empty: static
-	// keys only. The connection pool, key cache and change listener are
-	// shared by every config with the same URL and survive reloads.
+	// Placeholders such as {env.DATABASE_URL} are expanded at provision in
+	// the running server's environment; with one, the password never
+	// reaches the stored config. Empty: static keys only. The connection
+	// pool, key cache and change listener are shared by every config with
+	// the same URL and survive reloads. Default: "".
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	// CacheTTL is how long a database key stays cached before it is read
@@ -66,19 +90,10 @@ type TenantAuth struct {
 	// dynamic is the key store consulted after the static keys (Postgres);
 	// nil when none is configured.
 	dynamic KeyStore
-	dsn     string // expanded DatabaseURL; the key of the shared store
+	store   *keystore.Handle // this config's use of the shared PostgreSQL store
 	metrics *authMetrics
 	logger  *zap.Logger
 }
-
-// Defaults of the database key cache.
-const (
-	DefaultCacheTTL          = 15 * time.Minute
-	DefaultNegativeCacheTTL  = 30 * time.Second
-	DefaultRefreshInterval   = 15 * time.Minute
-	DefaultCacheSize         = 100_000
-	DefaultNegativeCacheSize = 10_000
-)
 
 // CaddyModule returns the Caddy module information.
 func (TenantAuth) CaddyModule() caddy.ModuleInfo {
@@ -88,71 +103,115 @@ func (TenantAuth) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision hashes the static keys and sets up the key stores.
+// Provision expands and hashes the static keys and sets up the key stores.
 func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	static, err := newStaticStore(a.Keys)
-	if err != nil {
-		return fmt.Errorf("tenant_auth: %w", err)
-	}
-	a.static = static
-	if a.metrics, err = newAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
+	var err error
+	if a.metrics, err = acquireAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("tenant_auth: registering metrics: %w", err)
 	}
-	settings, err := a.pgSettings()
-	if err != nil {
+	// Unknown placeholders stay as written: braces are legal in a
+	// password of the key=value form.
+	repl := caddy.NewReplacer()
+	dsn := repl.ReplaceKnown(a.DatabaseURL, "")
+	if err := a.provisionStaticKeys(repl, dsn != ""); err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	a.dsn = caddy.NewReplacer().ReplaceKnown(a.DatabaseURL, "")
-	if a.dsn == "" {
+	// The rate limiter after this handler checks that it defines these
+	// plans, so a static key on an unknown plan fails `caddy validate`.
+	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", tenant.PlansOf(a.static)...); err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
+	}
+	if dsn == "" {
 		return nil
 	}
-	backend, err := acquirePGBackend(a.dsn, settings)
-	if err != nil {
-		a.dsn = ""
-		return fmt.Errorf("tenant_auth: %w", err)
-	}
-	a.dynamic = pgKeys{pgBackend: backend, metrics: a.metrics}
 	health, err := tenant.HealthFromContext(ctx)
 	if err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	health.Register("postgres", backend.health)
+	a.store, err = keystore.Acquire(keystore.Config{
+		DatabaseURL: dsn,
+		Settings: keystore.Settings{
+			CacheTTL:          time.Duration(a.CacheTTL),
+			NegativeCacheTTL:  time.Duration(a.NegativeCacheTTL),
+			RefreshInterval:   time.Duration(a.RefreshInterval),
+			CacheSize:         a.CacheSize,
+			NegativeCacheSize: a.NegativeCacheSize,
+			Logger:            a.logger,
+		},
+		StaticKeys: len(a.static) > 0,
+		Metrics:    ctx.GetMetricsRegistry(),
+	})
+	if err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
+	}
+	a.dynamic = a.store
+	health.RegisterDependency("postgres", a.store.Target(), a.store.Health)
+	// The shared store takes this config's settings only once the config
+	// is committed: a config that fails or is dropped changes nothing.
+	health.OnStart(a.store.Activate)
 	return nil
 }
 
-// pgSettings validates the cache settings and fills in the defaults.
-func (a *TenantAuth) pgSettings() (pgSettings, error) {
-	s := pgSettings{
-		cacheTTL:         orDefault(time.Duration(a.CacheTTL), DefaultCacheTTL),
-		negativeCacheTTL: orDefault(time.Duration(a.NegativeCacheTTL), DefaultNegativeCacheTTL),
-		refreshInterval:  orDefault(time.Duration(a.RefreshInterval), DefaultRefreshInterval),
-		cacheSize:        orDefault(a.CacheSize, DefaultCacheSize),
-		negativeSize:     orDefault(a.NegativeCacheSize, DefaultNegativeCacheSize),
+// provisionStaticKeys builds the static store from keys and key_list, or
+// from demo_keys when there is neither those nor a database, and warns
+// about demo-style keys accepted beside a database.
+func (a *TenantAuth) provisionStaticKeys(repl *caddy.Replacer, withDatabase bool) error {
+	keys, err := resolveStaticKeys(repl, "static key", a.Keys)
+	if err != nil {
+		return err
+	}
+	if a.KeyList != "" {
+		listed, err := resolveKeyList(repl, a.KeyList)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, listed...)
+	}
+	demo, err := resolveStaticKeys(repl, "demo key", a.DemoKeys)
+	if err != nil {
+		return err
 	}
 	switch {
-	case a.CacheTTL < 0, a.NegativeCacheTTL < 0, a.RefreshInterval < 0:
-		return s, fmt.Errorf("cache_ttl, negative_cache_ttl and refresh_interval must be positive")
-	case a.CacheSize < 0, a.NegativeCacheSize < 0, a.CacheSize > maxCacheSize, a.NegativeCacheSize > maxCacheSize:
-		return s, fmt.Errorf("cache_size and negative_cache_size must be from 1 to %d", maxCacheSize)
+	case len(demo) > 0 && !withDatabase && len(keys) == 0:
+		keys = demo
+		a.logger.Info("accepting the demo keys: no database and no other keys are configured",
+			zap.Strings("key_ids", staticKeyIDs(demo)))
+	case len(demo) > 0:
+		a.logger.Info("demo keys are off: a database or other keys are configured",
+			zap.Strings("key_ids", staticKeyIDs(demo)))
 	}
-	return s, nil
+	if withDatabase {
+		for _, k := range keys {
+			if k.demoStyle {
+				a.logger.Warn("a demo-style static key (the published demo key, or sk_test_ and not made by `caddy tenant key create`) is accepted beside the database: remove it in production",
+					zap.String("key_id", staticKeyID(k.hash)), zap.String("organization_id", k.orgID))
+			}
+		}
+	}
+	a.static, err = newStaticStore(keys)
+	return err
 }
 
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
+// staticKeyIDs lists the keys' IDs for logs.
+func staticKeyIDs(keys []resolvedKey) []string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = staticKeyID(k.hash)
 	}
-	return v
+	return ids
 }
 
-// Cleanup releases this config's use of the shared Postgres store.
+// Cleanup releases this config's use of the shared store and metrics.
 func (a *TenantAuth) Cleanup() error {
-	if a.dsn != "" {
-		releasePGBackend(a.dsn)
+	var errs []error
+	if a.store != nil {
+		errs = append(errs, a.store.Release())
 	}
-	return nil
+	if a.metrics != nil {
+		errs = append(errs, releaseAuthMetrics())
+	}
+	return errors.Join(errs...)
 }
 
 // lookup resolves a token: static keys first (no lock, no allocation),
@@ -163,8 +222,16 @@ func (a *TenantAuth) lookup(ctx context.Context, token string) (*tenant.Identity
 	if id, ok := a.static[h]; ok {
 		return id, nil
 	}
-	if a.dynamic == nil || !WellFormedKey(token) {
+	if a.dynamic == nil || !keystore.WellFormedKey(token) {
 		return nil, ErrUnknownKey
 	}
 	return a.dynamic.Lookup(ctx, h)
 }
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*TenantAuth)(nil)
+	_ caddy.CleanerUpper          = (*TenantAuth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*TenantAuth)(nil)
+	_ caddyfile.Unmarshaler       = (*TenantAuth)(nil)
+)

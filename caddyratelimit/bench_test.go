@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -20,9 +19,9 @@ var benchLimits = Limits{PerMinute: maxCapacity / 2, PerDay: maxPerDay, Burst: m
 
 // BenchmarkLocalDecision: one in-process decision, 1 000 organizations.
 func BenchmarkLocalDecision(b *testing.B) {
-	l := NewLocalLimiter(0, nil)
+	l := newLocalLimiter(0, nil)
 	defer l.Destruct()
-	p := NewPolicy("bench", benchLimits)
+	p := newPolicy("bench", benchLimits)
 	orgs := benchOrgs(1000)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -50,11 +49,11 @@ func BenchmarkRedisDecision(b *testing.B) {
 	shared := newSharedRedis(opts, m, zap.NewNop())
 	defer shared.Destruct()
 	f := &failoverLimiter{
-		redis: NewRedisLimiter(shared.client, prefix), breaker: shared.breaker, denied: shared.denied,
-		local: NewLocalLimiter(0, nil), onError: OnErrorLocal, timeout: time.Second, m: m, clock: time.Now,
+		redis: newRedisLimiter(shared.client, prefix), breaker: shared.breaker, denied: shared.denied,
+		local: newLocalLimiter(0, nil), onError: onErrorLocal, timeout: time.Second, m: m, clock: time.Now,
 	}
 	defer f.local.Destruct()
-	p := NewPolicy("bench", benchLimits)
+	p := newPolicy("bench", benchLimits)
 	orgs := benchOrgs(1000)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -75,8 +74,7 @@ func BenchmarkRedisDecision(b *testing.B) {
 // BenchmarkHandlerLocal: the whole handler for an admitted request
 // (identity lookup, decision, nine headers, metrics), in process.
 func BenchmarkHandlerLocal(b *testing.B) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := newCaddyContext(b)
 	rl := &RateLimit{Plans: []Plan{{Name: "bench", PerMinute: benchLimits.PerMinute, PerDay: benchLimits.PerDay, Burst: benchLimits.Burst}}}
 	if err := rl.Provision(ctx); err != nil {
 		b.Fatal(err)
@@ -101,7 +99,7 @@ func BenchmarkHandlerLocal(b *testing.B) {
 
 // BenchmarkHeaders: rendering the rate-limit headers of one decision.
 func BenchmarkHeaders(b *testing.B) {
-	p := NewPolicy("bench", tinyLimits)
+	p := newPolicy("bench", tinyLimits)
 	d := Decision{Allowed: true, Tokens: 3_400_000, DayUsed: 17, Now: time.Now().UnixMicro()}
 	hw := new(headerWriter)
 	h := make(http.Header, 16)

@@ -1,7 +1,6 @@
 package caddyratelimit
 
 import (
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,14 +14,14 @@ func TestBucketBurstThenDeny(t *testing.T) {
 		t.Fatalf("admitted %d of 15 at one instant, want capacity 10 (6 + burst 4)", got)
 	}
 	d := decide(t, l, "org", p)
-	if d.Allowed || d.LimitType(p.Limits) != LimitMinute {
-		t.Fatalf("16th request: allowed=%v limit=%s, want a minute denial", d.Allowed, d.LimitType(p.Limits))
+	if d.Allowed || d.limitType(p.Limits) != limitTypeMinute {
+		t.Fatalf("16th request: allowed=%v limit=%s, want a minute denial", d.Allowed, d.limitType(p.Limits))
 	}
-	if got := d.RetryAfter(p.Limits); got != 10 {
+	if got := d.retryAfter(p.Limits); got != 10 {
 		t.Errorf("Retry-After = %d, want 10 (one token per 10 s)", got)
 	}
-	if d.RemainingMinute() != 0 || d.MinuteUsed(p.Limits) != 10 || d.DayUsed != 10 {
-		t.Errorf("remaining=%d minute_used=%d day_used=%d, want 0/10/10", d.RemainingMinute(), d.MinuteUsed(p.Limits), d.DayUsed)
+	if d.remainingMinute() != 0 || d.minuteUsed(p.Limits) != 10 || d.DayUsed != 10 {
+		t.Errorf("remaining=%d minute_used=%d day_used=%d, want 0/10/10", d.remainingMinute(), d.minuteUsed(p.Limits), d.DayUsed)
 	}
 }
 
@@ -75,18 +74,18 @@ func TestBucketDenialConsumesNothing(t *testing.T) {
 func TestDailyQuotaAndRolloverAtMidnightUTC(t *testing.T) {
 	clock := testenv.NewClock(mustTime(t, "2026-01-25T23:59:00Z"))
 	l := newTestLocal(t, clock)
-	p := NewPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
+	p := newPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
 	if got := admitted(t, l, "org", p, 5); got != 5 {
 		t.Fatalf("admitted %d, want 5", got)
 	}
 	d := decide(t, l, "org", p)
-	if d.Allowed || d.LimitType(p.Limits) != LimitDay {
-		t.Fatalf("6th request of the day: allowed=%v limit=%s, want a day denial", d.Allowed, d.LimitType(p.Limits))
+	if d.Allowed || d.limitType(p.Limits) != limitTypeDay {
+		t.Fatalf("6th request of the day: allowed=%v limit=%s, want a day denial", d.Allowed, d.limitType(p.Limits))
 	}
-	if got := d.RetryAfter(p.Limits); got != 60 {
+	if got := d.retryAfter(p.Limits); got != 60 {
 		t.Errorf("Retry-After = %d at 23:59:00, want 60 (until 00:00 UTC)", got)
 	}
-	if d.RemainingMinute() == 0 {
+	if d.remainingMinute() == 0 {
 		t.Error("a day denial took tokens from the minute bucket")
 	}
 
@@ -106,10 +105,10 @@ func TestDayRolloverIgnoresLocalTimeZone(t *testing.T) {
 	est := time.FixedZone("EST", -5*3600)
 	clock := testenv.NewClock(time.Date(2026, 1, 25, 23, 30, 0, 0, est))
 	l := newTestLocal(t, clock)
-	p := NewPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
+	p := newPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
 	d := decide(t, l, "org", p)
 	want := time.Date(2026, 1, 27, 0, 0, 0, 0, time.UTC)
-	if got := time.UnixMicro(d.DayResetAt()).UTC(); !got.Equal(want) {
+	if got := time.UnixMicro(d.dayResetAt()).UTC(); !got.Equal(want) {
 		t.Errorf("day resets at %s, want %s", got, want)
 	}
 }
@@ -117,9 +116,9 @@ func TestDayRolloverIgnoresLocalTimeZone(t *testing.T) {
 func TestLoweredCapacityClipsBucket(t *testing.T) {
 	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
 	l := newTestLocal(t, clock)
-	big := NewPolicy("big", Limits{PerMinute: 100, PerDay: 1000, Burst: 100})
+	big := newPolicy("big", Limits{PerMinute: 100, PerDay: 1000, Burst: 100})
 	decide(t, l, "org", big) // 199 tokens left
-	small := NewPolicy("small", tinyLimits)
+	small := newPolicy("small", tinyLimits)
 	if got := admitted(t, l, "org", small, 50); got != 10 {
 		t.Fatalf("admitted %d after the plan shrank to capacity 10, want 10", got)
 	}
@@ -130,35 +129,5 @@ func TestOrganizationsAreIndependent(t *testing.T) {
 	admitted(t, l, "a", p, 10)
 	if got := admitted(t, l, "b", p, 10); got != 10 {
 		t.Fatalf("org b admitted %d after org a emptied its bucket, want 10", got)
-	}
-}
-
-func TestLocalLimiterForgetsIdleOrganizations(t *testing.T) {
-	clock, l, p := tinyLocal(t)
-	decide(t, l, "busy", p)
-	l.allow("idle", tinyLimits, clock.Now().UnixMicro()-2*usPerDay) // used two days ago
-	if n := l.Sweep(); n != 1 {
-		t.Fatalf("Sweep forgot %d organizations, want 1 (idle; busy has usage today)", n)
-	}
-	clock.Advance(24 * time.Hour)
-	if n := l.Sweep(); n != 1 || l.Len() != 0 {
-		t.Fatalf("a day later Sweep forgot %d, %d left; want the busy one gone too", n, l.Len())
-	}
-}
-
-func TestLocalLimiterIsBounded(t *testing.T) {
-	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
-	const bound = 64 * numShards
-	l := NewLocalLimiter(bound, clock.Now)
-	defer l.Destruct()
-	p := NewPolicy("tiny", tinyLimits)
-	for i := 0; i < 5*bound; i++ {
-		decide(t, l, "org-"+strconv.Itoa(i), p)
-	}
-	if n := l.Len(); n > bound {
-		t.Fatalf("holds %d organizations, bound %d", n, bound)
-	}
-	if l.Evictions() == 0 {
-		t.Fatal("no eviction counted while exceeding the bound with busy organizations")
 	}
 }

@@ -40,30 +40,43 @@ var subdirectives = []string{"redis_addr", "redis_password", "redis_db", "redis_
 //	}
 //
 // An empty redis_addr (say from an unset {$REDIS_ADDR}) means in process.
-// plan is repeatable; when no plan is given, the built-in plans apply.
+// redis_addr, redis_password and redis_db may hold runtime placeholders
+// such as {env.REDIS_ADDR}: kept as written in the JSON config, expanded
+// and checked when the config is loaded. Each setting may be given once;
+// plan is repeatable, once per name. When no plan is given, the built-in
+// plans apply.
 func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.Errf("tenant_ratelimit: unexpected argument %q; settings go in a block", d.Val())
 	}
+	firstLine := make(map[string]int)
 	for d.NextBlock(0) {
 		sub := d.Val()
+		if first, seen := firstLine[sub]; seen && sub != "plan" {
+			return d.Errf("tenant_ratelimit: %s given more than once (first on line %d); give each setting once", sub, first)
+		}
+		firstLine[sub] = d.Line()
 		args := d.RemainingArgs()
 		var err error
 		switch sub {
 		case "redis_addr":
 			rl.RedisAddr = strings.TrimSpace(strings.Join(args, ","))
-			if rl.RedisAddr != "" {
-				_, err = redisConfig{addr: rl.RedisAddr}.options()
+			if rl.RedisAddr != "" && !hasPlaceholder(rl.RedisAddr) {
+				if _, err := (redisConfig{addr: rl.RedisAddr}).options(); err != nil {
+					return d.Errf("tenant_ratelimit: %v", err) // names redis_addr itself
+				}
 			}
 		case "redis_password":
 			rl.RedisPassword, err = optionalArg(args, "<password>")
 		case "redis_db":
-			rl.RedisDB, err = parseDB(args)
+			var db string
+			db, err = parseDB(args)
+			rl.RedisDB = caddyhttp.WeakString(db)
 		case "redis_timeout":
 			rl.RedisTimeout, err = parseTimeout(args)
 		case "on_redis_error":
-			if len(args) != 1 || (args[0] != OnErrorLocal && args[0] != OnErrorAllow && args[0] != OnErrorDeny) {
+			if len(args) != 1 || (args[0] != onErrorLocal && args[0] != onErrorAllow && args[0] != onErrorDeny) {
 				err = errorf("expected local, allow or deny, got %q", strings.Join(args, " "))
 			} else {
 				rl.OnRedisError = args[0]
@@ -88,10 +101,8 @@ func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	// Settings that only make sense together (a cluster has no redis_db).
-	if rl.RedisAddr != "" {
-		if _, err := (redisConfig{addr: rl.RedisAddr, password: rl.RedisPassword, db: rl.RedisDB}).options(); err != nil {
-			return d.Errf("tenant_ratelimit: %v", err)
-		}
+	if err := rl.checkRedisSettings(); err != nil {
+		return d.Errf("tenant_ratelimit: %v", err)
 	}
 	return nil
 }
@@ -113,16 +124,21 @@ func optionalArg(args []string, what string) (string, error) {
 	}
 }
 
-func parseDB(args []string) (int, error) {
+// parseDB reads redis_db's argument: a database number, or a placeholder
+// checked once expanded. "0" is the default, and so unset.
+func parseDB(args []string) (string, error) {
 	s, err := optionalArg(args, "<n>")
-	if err != nil || s == "" {
-		return 0, err
+	if err != nil || s == "" || hasPlaceholder(s) {
+		return s, err
 	}
-	n, perr := strconv.Atoi(s)
-	if perr != nil || n < 0 || n > 1<<20 {
-		return 0, errorf("expected a database number (a non-negative integer), got %q", s)
+	n, perr := parseRedisDB(s)
+	if perr != nil {
+		return "", errorf("expected a database number (a non-negative integer), got %q", s)
 	}
-	return n, nil
+	if n == 0 {
+		return "", nil
+	}
+	return strconv.Itoa(n), nil
 }
 
 func parseTimeout(args []string) (caddy.Duration, error) {
@@ -162,10 +178,10 @@ func parsePlan(args []string) (Plan, error) {
 			return p, errorf("plan %s: %w", p.Name, err)
 		}
 	}
-	return p, p.Validate()
+	return p, p.validate()
 }
 
-// parseCount reads a whole number; Plan.Validate checks its range.
+// parseCount reads a whole number; Plan.validate checks its range.
 func parseCount(what, s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {

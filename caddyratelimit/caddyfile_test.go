@@ -62,7 +62,7 @@ func TestCaddyfileEmptyValuesMeanUnset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rl.RedisAddr != "" || rl.RedisPassword != "" || rl.RedisDB != 0 || rl.Plans != nil {
+	if rl.RedisAddr != "" || rl.RedisPassword != "" || rl.RedisDB != "" || rl.Plans != nil {
 		t.Fatalf("got %+v, want everything unset", rl)
 	}
 }
@@ -87,6 +87,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"redis_db two", "expected a database number"},
 		{"redis_db -1", "expected a database number"},
 		{"redis_addr localhost", `"localhost" is not host:port`},
+		{"redis_addr 10.0.0.1:redis", `"10.0.0.1:redis" is not host:port`},
+		{"redis_addr 10.0.0.1:70000", `"10.0.0.1:70000" is not host:port`},
+		{"redis_addr redis://h:6379/x", "redis_addr"},
 		{"redis_addr redis://[::1", "redis_addr"},
 		{"redis_addr a:1,b:2\n\t\tredis_db 3", "a Redis Cluster has only database 0"},
 		{"rate 100", `unknown subdirective "rate"`},
@@ -117,11 +120,67 @@ func TestCaddyfileDuplicatePlan(t *testing.T) {
 	}
 }
 
+// TestCaddyfileRepeatedSubdirectiveIsAnError: a setting given twice is an
+// error naming the line, not "the last one wins"; plan is repeatable,
+// once per name.
+func TestCaddyfileRepeatedSubdirectiveIsAnError(t *testing.T) {
+	for _, line := range []string{
+		"redis_addr 127.0.0.1:6379", "redis_password pw", "redis_db 1", "redis_timeout 100ms", "on_redis_error deny",
+	} {
+		input := "tenant_ratelimit {\n" + line + "\n" + line + "\n}"
+		_, err := parse(t, input)
+		sub := strings.Fields(line)[0]
+		if err == nil || !strings.Contains(err.Error(), sub+" given more than once (first on line 2)") || !strings.Contains(err.Error(), "Testfile:3") {
+			t.Errorf("%s twice: err = %v, want an error naming line 3 and the first one", sub, err)
+		}
+	}
+	rl, err := parse(t, "tenant_ratelimit {\nplan a 1 1\nplan b 2 2\n}")
+	if err != nil || len(rl.Plans) != 2 {
+		t.Fatalf("two different plans: %+v, %v", rl.Plans, err)
+	}
+}
+
+// TestCaddyfilePlaceholdersStayUnexpanded: redis_addr, redis_password and
+// redis_db accept runtime placeholders such as {env.REDIS_ADDR}; they are
+// kept as written in the JSON (no password in clear) and expanded when the
+// handler is provisioned, in the environment of the server.
+func TestCaddyfilePlaceholdersStayUnexpanded(t *testing.T) {
+	rl, err := parse(t, `tenant_ratelimit {
+		redis_addr {env.REDIS_ADDR}
+		redis_password {env.REDIS_PASSWORD}
+		redis_db {env.REDIS_DB}
+	}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := json.Marshal(rl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"redis_addr":"{env.REDIS_ADDR}","redis_password":"{env.REDIS_PASSWORD}","redis_db":"{env.REDIS_DB}"}`
+	if string(out) != want {
+		t.Fatalf("JSON %s, want %s", out, want)
+	}
+	if err := rl.Validate(); err != nil {
+		t.Fatalf("placeholders refused before expansion: %v", err)
+	}
+	// A number stays a number in the JSON.
+	rl, _ = parse(t, "tenant_ratelimit {\nredis_addr h:1\nredis_db 2\n}")
+	if out, _ := json.Marshal(rl); !strings.Contains(string(out), `"redis_db":2`) {
+		t.Errorf("JSON %s, want redis_db 2 as a number", out)
+	}
+}
+
 func TestValidateRejectsBadJSONConfig(t *testing.T) {
 	for _, rl := range []RateLimit{
 		{OnRedisError: "maybe"},
 		{RedisTimeout: caddy.Duration(-time.Second)},
-		{RedisDB: -1},
+		{RedisDB: "-1"},
+		{RedisDB: "two"},
+		{RedisAddr: "localhost"},
+		{RedisAddr: "10.0.0.1:notaport"},
+		{RedisAddr: "a:1,b:2", RedisDB: "3"},
+		{RedisAddr: "http://h:6379"},
 		{Plans: []Plan{{Name: "x", PerMinute: 1, PerDay: 0}}},
 		{Plans: []Plan{{Name: "x", PerMinute: 1, PerDay: 1}, {Name: "x", PerMinute: 2, PerDay: 2}}},
 	} {

@@ -19,13 +19,13 @@ import (
 
 // countingLimiter counts the calls that reach Redis.
 type countingLimiter struct {
-	inner *RedisLimiter
+	inner *redisLimiter
 	calls atomic.Int64
 }
 
-func (c *countingLimiter) AllowN(ctx context.Context, org string, p *Policy, n int64) (Batch, error) {
+func (c *countingLimiter) allowN(ctx context.Context, org string, p *Policy, n int64) (batchResult, error) {
 	c.calls.Add(1)
-	return c.inner.AllowN(ctx, org, p, n)
+	return c.inner.allowN(ctx, org, p, n)
 }
 
 // failoverFixture is a failoverLimiter whose Redis is reached through a
@@ -58,7 +58,7 @@ func newFailoverFixture(t *testing.T, onError string, timeout time.Duration) *fa
 	t.Cleanup(func() { _ = shared.Destruct() })
 	clock := testenv.NewClock(time.Now())
 	shared.breaker.clock = clock.Now
-	counting := &countingLimiter{inner: NewRedisLimiter(shared.client, prefix)}
+	counting := &countingLimiter{inner: newRedisLimiter(shared.client, prefix)}
 	local := newTestLocal(t, clock)
 	return &failoverFixture{
 		f: &failoverLimiter{
@@ -86,8 +86,8 @@ func (fx *failoverFixture) restoreAndExpectRedis(t *testing.T, p *Policy) {
 }
 
 func TestFailoverLocalKeepsDeciding(t *testing.T) {
-	fx := newFailoverFixture(t, OnErrorLocal, 200*time.Millisecond)
-	p := NewPolicy("tiny", tinyLimits)
+	fx := newFailoverFixture(t, onErrorLocal, 200*time.Millisecond)
+	p := newPolicy("tiny", tinyLimits)
 	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis || !d.Allowed {
 		t.Fatalf("healthy Redis: %+v", d)
 	}
@@ -130,8 +130,8 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 }
 
 func TestFailoverAllowAdmits(t *testing.T) {
-	fx := newFailoverFixture(t, OnErrorAllow, 200*time.Millisecond)
-	p := NewPolicy("tiny", tinyLimits)
+	fx := newFailoverFixture(t, onErrorAllow, 200*time.Millisecond)
+	p := newPolicy("tiny", tinyLimits)
 	fx.proxy.Cut()
 	for i := 0; i < 30; i++ {
 		d := decide(t, fx.f, "org", p)
@@ -143,17 +143,17 @@ func TestFailoverAllowAdmits(t *testing.T) {
 }
 
 func TestFailoverDenyAnswersUnavailable(t *testing.T) {
-	fx := newFailoverFixture(t, OnErrorDeny, 200*time.Millisecond)
-	p := NewPolicy("tiny", tinyLimits)
+	fx := newFailoverFixture(t, onErrorDeny, 200*time.Millisecond)
+	p := newPolicy("tiny", tinyLimits)
 	fx.proxy.Cut()
 	for i := 0; i < 5; i++ {
 		_, err := fx.allow(t, "org", p)
-		var ue *UnavailableError
+		var ue *unavailableError
 		if !errors.As(err, &ue) {
-			t.Fatalf("request %d: err %v, want UnavailableError", i, err)
+			t.Fatalf("request %d: err %v, want unavailableError", i, err)
 		}
-		if ue.RetryIn <= 0 || ue.RetryIn > minBackoff {
-			t.Errorf("RetryIn %s, want (0, %s]", ue.RetryIn, minBackoff)
+		if ue.retryIn <= 0 || ue.retryIn > minBackoff {
+			t.Errorf("RetryIn %s, want (0, %s]", ue.retryIn, minBackoff)
 		}
 	}
 	fx.restoreAndExpectRedis(t, p)
@@ -164,8 +164,8 @@ func TestFailoverDenyAnswersUnavailable(t *testing.T) {
 // period reach it (each costing one redis_timeout); every other request is
 // decided in process at once. Counted, not timed.
 func TestHungRedisCostsOneTimeoutPerBackoff(t *testing.T) {
-	fx := newFailoverFixture(t, OnErrorLocal, 50*time.Millisecond)
-	p := NewPolicy("big", Limits{PerMinute: 1000, PerDay: 100000})
+	fx := newFailoverFixture(t, onErrorLocal, 50*time.Millisecond)
+	p := newPolicy("big", Limits{PerMinute: 1000, PerDay: 100000})
 	decide(t, fx.f, "org", p)
 	base := fx.redis.calls.Load()
 
@@ -228,8 +228,8 @@ func TestHungRedisCostsOneTimeoutPerBackoff(t *testing.T) {
 }
 
 func TestOverLimitFastPath(t *testing.T) {
-	fx := newFailoverFixture(t, OnErrorLocal, time.Second)
-	p := NewPolicy("tiny", tinyLimits)
+	fx := newFailoverFixture(t, onErrorLocal, time.Second)
+	p := newPolicy("tiny", tinyLimits)
 	for i := 0; i < 10; i++ {
 		decide(t, fx.f, "org", p)
 	}
@@ -243,8 +243,8 @@ func TestOverLimitFastPath(t *testing.T) {
 		if d.Allowed || d.Source != SourceFastPath {
 			t.Fatalf("repeat %d: %+v, want a fast-path denial", i, d)
 		}
-		if d.DayUsed != 10 || d.RemainingMinute() != 0 {
-			t.Fatalf("fast-path state day_used=%d remaining=%d, want 10 and 0", d.DayUsed, d.RemainingMinute())
+		if d.DayUsed != 10 || d.remainingMinute() != 0 {
+			t.Fatalf("fast-path state day_used=%d remaining=%d, want 10 and 0", d.DayUsed, d.remainingMinute())
 		}
 	}
 	if got := fx.redis.calls.Load(); got != calls {
@@ -257,8 +257,8 @@ func TestOverLimitFastPath(t *testing.T) {
 	// The standing denial counts down on the local clock...
 	fx.clock.Advance(4 * time.Second)
 	d := decide(t, fx.f, "org", p)
-	if d.Source != SourceFastPath || d.RetryAfter(p.Limits) != first.RetryAfter(p.Limits)-4 {
-		t.Fatalf("4 s later: source %s, Retry-After %d; want fast path, %d", d.Source, d.RetryAfter(p.Limits), first.RetryAfter(p.Limits)-4)
+	if d.Source != SourceFastPath || d.retryAfter(p.Limits) != first.retryAfter(p.Limits)-4 {
+		t.Fatalf("4 s later: source %s, Retry-After %d; want fast path, %d", d.Source, d.retryAfter(p.Limits), first.retryAfter(p.Limits)-4)
 	}
 	// ...and ends when a token is due: Redis decides again.
 	fx.clock.Advance(6 * time.Second)
@@ -275,7 +275,7 @@ func TestRedisHealthStates(t *testing.T) {
 	for _, c := range []struct {
 		onError string
 		want    tenant.Status
-	}{{OnErrorLocal, tenant.StatusDegraded}, {OnErrorAllow, tenant.StatusDegraded}, {OnErrorDeny, tenant.StatusDown}} {
+	}{{onErrorLocal, tenant.StatusDegraded}, {onErrorAllow, tenant.StatusDegraded}, {onErrorDeny, tenant.StatusDown}} {
 		t.Run(c.onError, func(t *testing.T) {
 			fx := newFailoverFixture(t, c.onError, 200*time.Millisecond)
 			rl := &RateLimit{shared: fx.shared, timeout: 200 * time.Millisecond, metrics: fx.f.m, logger: zap.NewNop()}
@@ -295,5 +295,136 @@ func TestRedisHealthStates(t *testing.T) {
 				t.Fatalf("restored: %+v", got)
 			}
 		})
+	}
+}
+
+// blockingRunner is a redisBatchRunner that records each call's n and
+// answers only when released, so a test controls what is in flight.
+type blockingRunner struct {
+	mu      sync.Mutex
+	calls   []int64
+	release chan struct{}
+	answer  func(n int64) (batchResult, error)
+}
+
+func (r *blockingRunner) runRedis(_ context.Context, _ string, _ *Policy, n int64) (batchResult, error) {
+	r.mu.Lock()
+	r.calls = append(r.calls, n)
+	r.mu.Unlock()
+	<-r.release
+	return r.answer(n)
+}
+
+// waitingMembers is how many requests wait in key's next batch.
+func (c *coalescer) waitingMembers(key batchKey) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b := c.inFlight[key]; b != nil {
+		return b.n
+	}
+	return 0
+}
+
+func TestCoalescerBatchesRequestsThatArriveDuringACall(t *testing.T) {
+	p := newPolicy("tiny", tinyLimits)
+	run := &blockingRunner{release: make(chan struct{}), answer: func(n int64) (batchResult, error) {
+		admitted := min(n, 3) // 3 tokens left for every call
+		return batchResult{admitted: admitted, tokens: 7 * microTokens, dayUsed: 50, now: 1}, nil
+	}}
+	var c coalescer
+	key := batchKey{org: "org", policy: p}
+
+	results := make(chan Decision, 11)
+	go func() { d, _ := c.decide(context.Background(), run, "org", p); results <- d }()
+	for len(callsOf(run)) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 10 {
+		go func() { d, _ := c.decide(context.Background(), run, "org", p); results <- d }()
+	}
+	for c.waitingMembers(key) != 10 {
+		time.Sleep(time.Millisecond)
+	}
+	close(run.release)
+
+	var allowed int
+	for range 11 {
+		if d := <-results; d.Allowed {
+			allowed++
+		}
+	}
+	if got := callsOf(run); len(got) != 2 || got[0] != 1 || got[1] != 10 {
+		t.Fatalf("calls made for n = %v, want [1 10]: one lone call, then one for the 10 that waited", got)
+	}
+	if allowed != 1+3 {
+		t.Errorf("%d admitted, want 4 (1 alone, then 3 of the batch of 10)", allowed)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.inFlight) != 0 {
+		t.Errorf("%d keys left in flight after all calls ended", len(c.inFlight))
+	}
+}
+
+func callsOf(r *blockingRunner) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int64(nil), r.calls...)
+}
+
+func TestCoalescerSharesAFailedCallsError(t *testing.T) {
+	p := newPolicy("tiny", tinyLimits)
+	boom := errors.New("redis down")
+	run := &blockingRunner{release: make(chan struct{}), answer: func(int64) (batchResult, error) { return batchResult{}, boom }}
+	var c coalescer
+	errs := make(chan error, 3)
+	go func() { _, err := c.decide(context.Background(), run, "org", p); errs <- err }()
+	for len(callsOf(run)) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 2 {
+		go func() { _, err := c.decide(context.Background(), run, "org", p); errs <- err }()
+	}
+	for c.waitingMembers(batchKey{"org", p}) != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	close(run.release)
+	for range 3 {
+		if err := <-errs; !errors.Is(err, boom) {
+			t.Errorf("err = %v, want the call's error", err)
+		}
+	}
+}
+
+// TestCoalescedExactnessAcrossInstances: two failure-policy limiters (two
+// gateways), each coalescing its concurrent requests, on one Redis:
+// exactly capacity admitted, and the daily count shows no denial charged.
+func TestCoalescedExactnessAcrossInstances(t *testing.T) {
+	client, prefix := newTestRedis(t)
+	p := newPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99}) // capacity 100
+	var instances []Limiter
+	for range 2 {
+		opts, err := redisConfig{addr: client.Options().Addr}.options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newMetrics()
+		shared := newSharedRedis(opts, m, zap.NewNop())
+		t.Cleanup(func() { _ = shared.Destruct() })
+		local := newLocalLimiter(0, nil)
+		t.Cleanup(func() { _ = local.Destruct() })
+		instances = append(instances, &failoverLimiter{
+			redis: newRedisLimiter(shared.client, prefix), breaker: shared.breaker, denied: newDeniedOrgs(0), local: local,
+			onError: onErrorDeny, timeout: 2 * time.Second, m: m, clock: time.Now,
+		})
+	}
+
+	const requests = 600
+	ok, denied := decideConcurrently(t, requests, "org", p, instances...)
+	if ok != 100 || denied != requests-100 {
+		t.Fatalf("admitted %d, denied %d of %d; want exactly 100 (capacity)", ok, denied, requests)
+	}
+	if _, n := dayCounter(t, client, newRedisLimiter(client, prefix).keys("org")[1]); n != 100 {
+		t.Fatalf("daily counter %d, want 100", n)
 	}
 }

@@ -39,11 +39,11 @@ type headerWriter struct {
 func (hw *headerWriter) write(h http.Header, p *Policy, d *Decision) {
 	l := p.Limits
 	var buf [192]byte
-	b := strconv.AppendInt(buf[:0], d.RemainingMinute(), 10)
+	b := strconv.AppendInt(buf[:0], d.remainingMinute(), 10)
 	endRemMinute := len(b)
-	b = strconv.AppendInt(b, d.RemainingDay(l), 10)
+	b = strconv.AppendInt(b, d.remainingDay(l), 10)
 	endRemDay := len(b)
-	b = appendRFC3339(b, ceilDiv(d.FullAt(l), usPerSecond))
+	b = appendRFC3339(b, ceilDiv(d.fullAt(l), usPerSecond))
 	endReset := len(b)
 	b = appendRateLimit(b, d, l)
 	s := string(b)
@@ -79,15 +79,15 @@ func (hw *headerWriter) writeStatic(h http.Header, p *Policy) {
 // when it is full) and the day.
 func appendRateLimit(b []byte, d *Decision, l Limits) []byte {
 	b = append(b, `"minute";r=`...)
-	b = strconv.AppendInt(b, d.RemainingMinute(), 10)
+	b = strconv.AppendInt(b, d.remainingMinute(), 10)
 	if next := untilNextToken(d.Tokens, l); next > 0 {
 		b = append(b, ";t="...)
 		b = strconv.AppendInt(b, ceilDiv(next, usPerSecond), 10)
 	}
 	b = append(b, `, "day";r=`...)
-	b = strconv.AppendInt(b, d.RemainingDay(l), 10)
+	b = strconv.AppendInt(b, d.remainingDay(l), 10)
 	b = append(b, ";t="...)
-	return strconv.AppendInt(b, ceilDiv(d.DayResetAt()-d.Now, usPerSecond), 10)
+	return strconv.AppendInt(b, ceilDiv(d.dayResetAt()-d.Now, usPerSecond), 10)
 }
 
 // dayReset returns the next 00:00 UTC after now (µs), formatted once per day.

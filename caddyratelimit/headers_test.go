@@ -11,7 +11,7 @@ import (
 func TestHeaderValues(t *testing.T) {
 	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15.250Z"))
 	l := newTestLocal(t, clock)
-	p := NewPolicy("tiny", tinyLimits)
+	p := newPolicy("tiny", tinyLimits)
 	hw := new(headerWriter)
 
 	cases := []struct {
@@ -72,7 +72,7 @@ func TestHeaderValues(t *testing.T) {
 }
 
 func TestRateLimitFieldOmitsResetWhenFull(t *testing.T) {
-	p := NewPolicy("tiny", tinyLimits)
+	p := newPolicy("tiny", tinyLimits)
 	now := mustTime(t, "2026-01-25T23:00:00Z").UnixMicro()
 	d := Decision{Tokens: 10 * microTokens, Now: now}
 	got := string(appendRateLimit(nil, &d, p.Limits))
@@ -83,7 +83,7 @@ func TestRateLimitFieldOmitsResetWhenFull(t *testing.T) {
 
 func TestStaticHeadersOnly(t *testing.T) {
 	h := http.Header{}
-	new(headerWriter).writeStatic(h, NewPolicy("tiny", tinyLimits))
+	new(headerWriter).writeStatic(h, newPolicy("tiny", tinyLimits))
 	if h.Get("X-RateLimit-Limit-Minute") != "6" || h.Get("RateLimit-Policy") == "" {
 		t.Errorf("static headers missing: %v", h)
 	}
@@ -95,7 +95,7 @@ func TestStaticHeadersOnly(t *testing.T) {
 func TestHeaderSlicesAreNotShared(t *testing.T) {
 	// A later handler that edits a header value in place must not change
 	// the value other requests get.
-	p := NewPolicy("tiny", tinyLimits)
+	p := newPolicy("tiny", tinyLimits)
 	hw := new(headerWriter)
 	d := Decision{Tokens: microTokens, Now: time.Now().UnixMicro()}
 	h1, h2 := http.Header{}, http.Header{}

@@ -2,13 +2,16 @@ package caddyratelimit
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
-// DefaultMaxLocalOrgs bounds the organizations the in-process limiter keeps
+// defaultMaxLocalOrgs bounds the organizations the in-process limiter keeps
 // state for (about 150 bytes each).
-const DefaultMaxLocalOrgs = 1_000_000
+const defaultMaxLocalOrgs = 1_000_000
 
 // localSweepInterval is how often idle organizations are forgotten.
 const localSweepInterval = 30 * time.Second
@@ -20,15 +23,15 @@ type localEntry struct {
 	seen   int64  // µs of the last decision
 }
 
-// LocalLimiter is the in-process limiter: the same bucket and daily quota as
+// localLimiter is the in-process limiter: the same bucket and daily quota as
 // the Lua script, kept in a sharded map. It decides when no Redis is
 // configured, and for on_redis_error local while Redis is failing.
 //
 // Memory is bounded: organizations whose state equals a fresh one (full
 // bucket, nothing used today) are forgotten by a background sweep, and when
 // the map is full the least recently seen of a few sampled entries makes
-// room (which forgets that organization's usage; counted in Evictions).
-type LocalLimiter struct {
+// room (which forgets that organization's usage; counted in evictions).
+type localLimiter struct {
 	clock     func() time.Time
 	orgs      *shardedMap[*localEntry]
 	evictions atomic.Int64
@@ -36,29 +39,29 @@ type LocalLimiter struct {
 	stopped   atomic.Bool
 }
 
-// NewLocalLimiter returns an in-process limiter keeping at most about
+// newLocalLimiter returns an in-process limiter keeping at most about
 // maxOrgs organizations, reading time from clock (time.Now when nil). It
 // starts a background sweep; call Destruct to stop it.
-func NewLocalLimiter(maxOrgs int, clock func() time.Time) *LocalLimiter {
+func newLocalLimiter(maxOrgs int, clock func() time.Time) *localLimiter {
 	if clock == nil {
 		clock = time.Now
 	}
 	if maxOrgs <= 0 {
-		maxOrgs = DefaultMaxLocalOrgs
+		maxOrgs = defaultMaxLocalOrgs
 	}
-	l := &LocalLimiter{clock: clock, orgs: newShardedMap[*localEntry](maxOrgs), stop: make(chan struct{})}
+	l := &localLimiter{clock: clock, orgs: newShardedMap[*localEntry](maxOrgs), stop: make(chan struct{})}
 	go l.sweepLoop()
 	return l
 }
 
 // Allow implements Limiter. It never fails.
-func (l *LocalLimiter) Allow(_ context.Context, orgID string, p *Policy) (Decision, error) {
+func (l *localLimiter) Allow(_ context.Context, orgID string, p *Policy) (Decision, error) {
 	d := l.allow(orgID, p.Limits, l.clock().UnixMicro())
 	d.Source = SourceLocal
 	return d, nil
 }
 
-func (l *LocalLimiter) allow(orgID string, lim Limits, now int64) Decision {
+func (l *localLimiter) allow(orgID string, lim Limits, now int64) Decision {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
 	e := sh.m[orgID]
@@ -77,7 +80,7 @@ func (l *LocalLimiter) allow(orgID string, lim Limits, now int64) Decision {
 
 // makeRoom frees a slot in a full, locked shard: idle entries first, else
 // the least recently seen of a sample (map iteration order is random).
-func (l *LocalLimiter) makeRoom(sh *shard[*localEntry], now int64) {
+func (l *localLimiter) makeRoom(sh *shard[*localEntry], now int64) {
 	if sweepShard(sh, func(e *localEntry) bool { return e.st.idle(now, e.limits) }) > 0 {
 		return
 	}
@@ -96,27 +99,20 @@ func (l *LocalLimiter) makeRoom(sh *shard[*localEntry], now int64) {
 	l.evictions.Add(1)
 }
 
-// Sweep forgets every organization whose state equals a fresh one, and
+// sweep forgets every organization whose state equals a fresh one, and
 // returns how many it forgot.
-func (l *LocalLimiter) Sweep() int {
+func (l *localLimiter) sweep() int {
 	now := l.clock().UnixMicro()
 	return l.orgs.sweep(func(e *localEntry) bool { return e.st.idle(now, e.limits) })
 }
 
-// Len is the number of organizations held.
-func (l *LocalLimiter) Len() int { return l.orgs.len() }
-
-// Evictions counts organizations forgotten while not idle, because the map
-// was full.
-func (l *LocalLimiter) Evictions() int64 { return l.evictions.Load() }
-
-func (l *LocalLimiter) sweepLoop() {
+func (l *localLimiter) sweepLoop() {
 	t := time.NewTicker(localSweepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			l.Sweep()
+			l.sweep()
 		case <-l.stop:
 			return
 		}
@@ -124,9 +120,105 @@ func (l *LocalLimiter) sweepLoop() {
 }
 
 // Destruct stops the background sweep (caddy.Destructor).
-func (l *LocalLimiter) Destruct() error {
+func (l *localLimiter) Destruct() error {
 	if l.stopped.CompareAndSwap(false, true) {
 		close(l.stop)
 	}
 	return nil
 }
+
+// localPool shares the in-process limiter across reloads, so a reload
+// keeps every organization's state.
+var localPool = caddy.NewUsagePool()
+
+const localPoolKey = "local"
+
+func loadLocal() (*localLimiter, error) {
+	v, _, err := localPool.LoadOrNew(localPoolKey, func() (caddy.Destructor, error) {
+		return newLocalLimiter(defaultMaxLocalOrgs, nil), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*localLimiter), nil
+}
+
+// numShards splits per-organization maps so that concurrent requests for
+// different organizations rarely contend for one lock.
+const numShards = 32
+
+// shard is one lock-protected part of a shardedMap.
+type shard[V any] struct {
+	mu sync.Mutex
+	m  map[string]V
+}
+
+// shardedMap is a map from organization ID to V, split into numShards
+// shards, each bounded to perShard entries by its users.
+type shardedMap[V any] struct {
+	shards   [numShards]shard[V]
+	perShard int
+}
+
+// newShardedMap returns a map that holds at most about maxEntries entries.
+func newShardedMap[V any](maxEntries int) *shardedMap[V] {
+	s := &shardedMap[V]{perShard: max(1, maxEntries/numShards)}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]V)
+	}
+	return s
+}
+
+// shardOf returns the shard that holds key (FNV-1a; allocation-free).
+func (s *shardedMap[V]) shardOf(key string) *shard[V] {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return &s.shards[h%numShards]
+}
+
+// full reports whether the shard, whose lock the caller holds, is at its bound.
+func (s *shardedMap[V]) full(sh *shard[V]) bool { return len(sh.m) >= s.perShard }
+
+// len counts the entries (locking each shard in turn).
+func (s *shardedMap[V]) len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// sweep deletes, shard by shard, the entries for which drop returns true.
+// It runs off the request path (a background ticker, or a full shard).
+func (s *shardedMap[V]) sweep(drop func(V) bool) (removed int) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		removed += sweepShard(sh, drop)
+		sh.mu.Unlock()
+	}
+	return removed
+}
+
+// sweepShard deletes the entries of a locked shard for which drop is true.
+func sweepShard[V any](sh *shard[V], drop func(V) bool) (removed int) {
+	for k, v := range sh.m {
+		if drop(v) {
+			delete(sh.m, k)
+			removed++
+		}
+	}
+	return removed
+}
+
+// Interface guards
+var (
+	_ Limiter          = (*localLimiter)(nil)
+	_ caddy.Destructor = (*localLimiter)(nil)
+)

@@ -115,3 +115,6 @@ func (pc *planCounters) inc(r result, s Source) {
 	}
 	b.Inc()
 }
+
+// Interface guard
+var _ caddy.Destructor = (*metrics)(nil)

@@ -1,16 +1,31 @@
 // Package caddyratelimit provides tenant_ratelimit, Tenantgate's
-// per-organization rate limiter (DESIGN §5): a token bucket (capacity
-// per_minute + burst, refilled continuously) and a UTC calendar-day quota,
-// decided atomically in one Redis round trip shared by every gateway, or in
-// process when no Redis is configured; the X-RateLimit-* and IETF
-// RateLimit headers; and a failure policy for when Redis fails.
+// per-organization rate limiter: a token bucket (capacity per_minute +
+// burst, refilled continuously) and a UTC calendar-day quota, decided
+// atomically in one Redis round trip shared by every gateway, or in process
+// when no Redis is configured; the X-RateLimit-* and IETF RateLimit
+// headers; and a failure policy for when Redis fails.
+//
+// The package reads as its concepts: plans.go (plans, limits and the
+// policy a request is decided with), bucket.go (the algorithm and its
+// decisions), local.go (the in-process limiter), redis.go (the Redis client
+// and limiter.lua), failover.go (the breaker and the on_redis_error policy
+// around Redis), headers.go, metrics.go, caddyfile.go and this file (the
+// module).
 package caddyratelimit
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
@@ -20,8 +35,8 @@ func init() {
 	caddy.RegisterModule(RateLimit{})
 }
 
-// DefaultRedisTimeout bounds each Redis call when redis_timeout is not set.
-const DefaultRedisTimeout = 100 * time.Millisecond
+// defaultRedisTimeout bounds each Redis call when redis_timeout is not set.
+const defaultRedisTimeout = 100 * time.Millisecond
 
 // RateLimit limits requests per organization. It must run after
 // tenant_auth, which identifies the organization and its plan; a request
@@ -31,29 +46,38 @@ type RateLimit struct {
 	// RedisAddr is the Redis the limits are kept in, shared by every
 	// gateway using it: "host:port"; several comma-separated addresses for
 	// a Redis Cluster; or a redis:// or rediss:// (TLS) URL, which may name
-	// a Sentinel master with ?master_name=NAME&addr=HOST:PORT. Empty: the
-	// limiter runs in process (limits per gateway instance).
+	// a Sentinel master with ?master_name=NAME&addr=HOST:PORT. Placeholders
+	// such as {env.REDIS_ADDR} are expanded when the config is loaded, in
+	// the server's environment. Empty (also after expansion): the limiter
+	// runs in process, with limits per gateway instance. Default: empty.
 	RedisAddr string `json:"redis_addr,omitempty"`
 
 	// RedisPassword authenticates to Redis (AUTH). Overrides a password in
-	// a redis:// URL.
+	// a redis:// URL. Placeholders such as {env.REDIS_PASSWORD} are
+	// expanded when the config is loaded, so the password need not be
+	// written into the config. Default: none.
 	RedisPassword string `json:"redis_password,omitempty"`
 
-	// RedisDB selects the Redis database (default 0). Overrides the URL's.
-	RedisDB int `json:"redis_db,omitempty"`
+	// RedisDB selects the Redis database: a number, or a placeholder such
+	// as {env.REDIS_DB} expanded when the config is loaded. Overrides the
+	// URL's. Default: 0.
+	RedisDB caddyhttp.WeakString `json:"redis_db,omitempty"`
 
-	// RedisTimeout bounds each Redis call, connecting included. Default 100ms.
+	// RedisTimeout bounds each Redis call, connecting included. Default: 100ms.
 	RedisTimeout caddy.Duration `json:"redis_timeout,omitempty"`
 
-	// OnRedisError is what happens while Redis fails: "local" (default)
-	// decides in process, "allow" admits every request, "deny" answers 503.
-	// Redis is retried with backoff, one request at a time, and takes over
-	// again as soon as it answers.
+	// OnRedisError is what happens while Redis fails: "local" decides in
+	// process, "allow" admits every request, "deny" answers 503. Redis is
+	// retried with backoff, one request at a time, and takes over again as
+	// soon as it answers. Default: local.
 	OnRedisError string `json:"on_redis_error,omitempty"`
 
-	// Plans are the plan tiers and their limits. When none are given, the
-	// defaults apply: basic 100/min, 10 000/day, burst 50; premium 1 000,
-	// 100 000, burst 500; enterprise 10 000, 1 000 000, burst 5 000.
+	// Plans are the plan tiers and their limits. Every plan a static key of
+	// the tenant_auth in front of this handler uses, and every plan listed
+	// in the TENANT_PLANS environment variable, must be one of them, or the
+	// config is refused. Default: the built-in plans basic (100/min,
+	// 10 000/day, burst 50), premium (1 000, 100 000, burst 500) and
+	// enterprise (10 000, 1 000 000, burst 5 000).
 	Plans []Plan `json:"plans,omitempty"`
 
 	limiter  Limiter
@@ -62,10 +86,18 @@ type RateLimit struct {
 	metrics  *metrics
 	logger   *zap.Logger
 
-	local    *LocalLimiter // from localPool
+	local    *localLimiter // from localPool
 	redisKey string        // key in redisPool, when Redis is used
 	shared   *sharedRedis  // the pooled Redis client, when Redis is used
 	timeout  time.Duration // effective redis_timeout
+}
+
+// Limiter decides whether one request of an organization may pass under a
+// policy, taking one token and one daily unit when it does. The handler
+// uses the Redis limiter (shared by every gateway on one Redis, wrapped in
+// the failure policy) or the in-process one.
+type Limiter interface {
+	Allow(ctx context.Context, orgID string, p *Policy) (Decision, error)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -85,11 +117,14 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	}
 	plans := rl.Plans
 	if len(plans) == 0 {
-		plans = DefaultPlans()
+		plans = defaultPlans()
+	}
+	if err := checkRequiredPlans(ctx, plans); err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.timeout = time.Duration(rl.RedisTimeout)
 	if rl.timeout == 0 {
-		rl.timeout = DefaultRedisTimeout
+		rl.timeout = defaultRedisTimeout
 	}
 
 	m, _, err := metricsPool.LoadOrNew(metricsPoolKey, func() (caddy.Destructor, error) { return newMetrics(), nil })
@@ -102,25 +137,69 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	}
 	rl.policies = newPolicies(plans, rl.metrics, rl.logger)
 
+	opts, err := rl.expandRedisSettings(caddy.NewReplacer())
+	if err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
+	}
 	local, err := loadLocal()
 	if err != nil {
 		return err
 	}
 	rl.local = local
-	if rl.RedisAddr == "" {
+	if opts == nil {
 		rl.limiter = local
 		rl.logger.Info("rate limiter in process (no redis_addr): limits apply per gateway instance")
 		return nil
 	}
-	return rl.provisionRedis(ctx, local)
+	return rl.provisionRedis(ctx, local, opts)
+}
+
+// expandRedisSettings expands the placeholders of redis_addr,
+// redis_password and redis_db with repl and returns the Redis client
+// options, or nil when redis_addr is empty (the limiter runs in process).
+// An error names the field and, when it held placeholders, what it was
+// expanded from (never the password).
+func (rl *RateLimit) expandRedisSettings(repl *caddy.Replacer) (*redis.UniversalOptions, error) {
+	from := func(raw, expanded string) string {
+		if raw == expanded {
+			return ""
+		}
+		return " (from " + raw + ")"
+	}
+	dbRaw := string(rl.RedisDB)
+	dbValue := strings.TrimSpace(repl.ReplaceKnown(dbRaw, ""))
+	db, err := parseRedisDB(dbValue)
+	if err != nil {
+		return nil, fmt.Errorf("redis_db: %w%s", err, from(dbRaw, dbValue))
+	}
+	addr := strings.TrimSpace(repl.ReplaceKnown(rl.RedisAddr, ""))
+	if addr == "" {
+		return nil, nil
+	}
+	opts, err := redisConfig{addr: addr, password: repl.ReplaceKnown(rl.RedisPassword, ""), db: db}.options()
+	if err != nil {
+		return nil, fmt.Errorf("%w%s", err, from(rl.RedisAddr, addr))
+	}
+	return opts, nil
+}
+
+// checkRedisSettings checks redis_addr and redis_db as far as they are
+// known before the config is loaded: a field holding a placeholder is
+// checked once expanded, at provision.
+func (rl *RateLimit) checkRedisSettings() error {
+	known := *rl
+	if hasPlaceholder(known.RedisAddr) {
+		known.RedisAddr = ""
+	}
+	if hasPlaceholder(string(known.RedisDB)) {
+		known.RedisDB = ""
+	}
+	_, err := known.expandRedisSettings(caddy.NewEmptyReplacer())
+	return err
 }
 
 // provisionRedis sets up the Redis limiter with its failure policy.
-func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *LocalLimiter) error {
-	opts, err := redisConfig{addr: rl.RedisAddr, password: rl.RedisPassword, db: rl.RedisDB}.options()
-	if err != nil {
-		return fmt.Errorf("tenant_ratelimit: %w", err)
-	}
+func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *localLimiter, opts *redis.UniversalOptions) error {
 	rl.redisKey = poolKey(opts)
 	v, _, err := redisPool.LoadOrNew(rl.redisKey, func() (caddy.Destructor, error) {
 		return newSharedRedis(opts, rl.metrics, rl.logger), nil
@@ -132,7 +211,7 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *LocalLimiter) erro
 	rl.shared.logger.Store(rl.logger)
 	onError := rl.OnRedisError
 	if onError == "" {
-		onError = OnErrorLocal
+		onError = onErrorLocal
 	}
 	rl.limiter = &failoverLimiter{
 		redis:   rl.shared.limiter,
@@ -149,6 +228,9 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *LocalLimiter) erro
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	health.Register("redis", rl.redisHealth(onError))
+	// An unreachable Redis is logged when the gateway starts, not at its
+	// first request. In the background: provisioning never waits for Redis.
+	go rl.probeRedis(ctx, onError)
 	return nil
 }
 
@@ -157,17 +239,17 @@ func (rl *RateLimit) Validate() error {
 	if rl.RedisTimeout < 0 {
 		return fmt.Errorf("tenant_ratelimit: redis_timeout must be positive, got %s", time.Duration(rl.RedisTimeout))
 	}
-	if rl.RedisDB < 0 {
-		return fmt.Errorf("tenant_ratelimit: redis_db must be a non-negative integer, got %d", rl.RedisDB)
+	if err := rl.checkRedisSettings(); err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	switch rl.OnRedisError {
-	case "", OnErrorLocal, OnErrorAllow, OnErrorDeny:
+	case "", onErrorLocal, onErrorAllow, onErrorDeny:
 	default:
 		return fmt.Errorf("tenant_ratelimit: on_redis_error must be local, allow or deny, got %q", rl.OnRedisError)
 	}
 	seen := make(map[string]bool, len(rl.Plans))
 	for _, p := range rl.Plans {
-		if err := p.Validate(); err != nil {
+		if err := p.validate(); err != nil {
 			return fmt.Errorf("tenant_ratelimit: %w", err)
 		}
 		if seen[p.Name] {
@@ -179,37 +261,132 @@ func (rl *RateLimit) Validate() error {
 }
 
 // Cleanup releases the pooled resources (the pool closes them once no
-// config uses them any more).
+// config uses them any more). It releases every one even when releasing
+// another fails, and returns the errors together.
 func (rl *RateLimit) Cleanup() error {
+	var errs []error
 	if rl.redisKey != "" {
 		if _, err := redisPool.Delete(rl.redisKey); err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the Redis client: %w", err))
 		}
 	}
 	if rl.metrics != nil {
 		if _, err := metricsPool.Delete(metricsPoolKey); err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the metrics: %w", err))
 		}
 	}
 	if rl.local != nil {
-		_, err := localPool.Delete(localPoolKey)
-		return err
+		if _, err := localPool.Delete(localPoolKey); err != nil {
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the in-process limiter: %w", err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// localPool shares the in-process limiter across reloads, so a reload
-// keeps every organization's state.
-var localPool = caddy.NewUsagePool()
+// limitDetails is the "details" member of a 429's error envelope.
+type limitDetails struct {
+	LimitType  limitType `json:"limit_type"`
+	DailyUsed  int64     `json:"daily_used"`
+	MinuteUsed int64     `json:"minute_used"`
+	ResetAt    string    `json:"reset_at"`
+	RetryAfter int64     `json:"retry_after"`
+}
 
-const localPoolKey = "local"
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	ctx := r.Context()
+	var id *tenant.Identity
+	var rid string
+	tr := tenant.RequestFromContext(ctx)
+	if tr != nil {
+		id, rid = tr.Identity, tr.ID
+	}
+	if id == nil {
+		rl.logger.Error("request reached tenant_ratelimit without a tenant identity: tenant_auth must run before it in the same route",
+			zap.String("request_id", rid), zap.String("uri", r.RequestURI))
+		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: rate limiter is misconfigured", nil, rid)
+	}
+	p := rl.policies.lookup(id)
+	if p == nil {
+		// The plan is a detail of the gateway's configuration: logged for
+		// the operator, not told to the client.
+		rl.logger.Error("no rate-limit plan for the organization's plan tier; add a plan line to tenant_ratelimit",
+			zap.String("request_id", rid), zap.String("organization_id", id.OrgID), zap.String("plan", id.Plan))
+		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: rate limiter is misconfigured", nil, rid)
+	}
 
-func loadLocal() (*LocalLimiter, error) {
-	v, _, err := localPool.LoadOrNew(localPoolKey, func() (caddy.Destructor, error) {
-		return NewLocalLimiter(DefaultMaxLocalOrgs, nil), nil
-	})
+	d, err := rl.limiter.Allow(ctx, id.OrgID, p)
 	if err != nil {
-		return nil, err
+		return rl.unavailable(w, tr, p, err)
 	}
-	return v.(*LocalLimiter), nil
+	h := w.Header()
+	if d.Source == SourceFailOpen {
+		rl.headers.writeStatic(h, p)
+	} else {
+		rl.headers.write(h, p, &d)
+	}
+	res := resultAllowed
+	if !d.Allowed {
+		res = resultDeniedMinute
+		if d.limitType(p.Limits) == limitTypeDay {
+			res = resultDeniedDay
+		}
+	}
+	p.counters.inc(res, d.Source)
+	logDecision(tr, res, d.Source)
+	if d.Allowed {
+		return next.ServeHTTP(w, r)
+	}
+	return rl.tooMany(w, p, &d, rid)
 }
+
+// tooMany answers 429 with Retry-After and the envelope's details.
+func (rl *RateLimit) tooMany(w http.ResponseWriter, p *Policy, d *Decision, rid string) error {
+	l := p.Limits
+	retry := d.retryAfter(l)
+	kind := d.limitType(l)
+	w.Header()[hdrRetryAfter] = []string{strconv.FormatInt(retry, 10)}
+	msg := "Rate limit exceeded: minute limit reached"
+	if kind == limitTypeDay {
+		msg = "Rate limit exceeded: daily limit reached"
+	}
+	details := &limitDetails{
+		LimitType:  kind,
+		DailyUsed:  d.DayUsed,
+		MinuteUsed: d.minuteUsed(l),
+		ResetAt:    string(appendRFC3339(nil, d.Now/usPerSecond+retry)),
+		RetryAfter: retry,
+	}
+	return tenant.WriteError(w, http.StatusTooManyRequests, msg, details, rid)
+}
+
+// unavailable answers a request the limiter could not decide: 503 (Redis
+// down under on_redis_error deny), never 429 or 403.
+func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *Policy, err error) error {
+	retry := int64(1)
+	var ue *unavailableError
+	if errors.As(err, &ue) {
+		retry = max(1, ceilDiv(int64(ue.retryIn), 1e9))
+	} else {
+		rl.logger.Error("rate limiter failed", zap.Error(err))
+	}
+	p.counters.inc(resultUnavailable, SourceRedis)
+	logDecision(tr, resultUnavailable, SourceRedis)
+	w.Header()[hdrRetryAfter] = []string{strconv.FormatInt(retry, 10)}
+	return tenant.WriteError(w, http.StatusServiceUnavailable, "rate limiter temporarily unavailable", nil, tr.ID)
+}
+
+// logDecision records the decision for the request's access-log line
+// (tenant.Request renders it with the tenant fields).
+func logDecision(tr *tenant.Request, res result, src Source) {
+	tr.RateLimit, tr.RateLimitSource = resultNames[res], src.String()
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*RateLimit)(nil)
+	_ caddy.Validator             = (*RateLimit)(nil)
+	_ caddy.CleanerUpper          = (*RateLimit)(nil)
+	_ caddyhttp.MiddlewareHandler = (*RateLimit)(nil)
+	_ caddyfile.Unmarshaler       = (*RateLimit)(nil)
+)

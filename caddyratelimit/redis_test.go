@@ -50,28 +50,28 @@ func redisNow(t *testing.T, c *redis.Client) int64 {
 
 func TestRedisBurstThenDeny(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	l := NewRedisLimiter(client, prefix)
-	p := NewPolicy("tiny", tinyLimits)
+	l := newRedisLimiter(client, prefix)
+	p := newPolicy("tiny", tinyLimits)
 	if got := admitted(t, l, "org", p, 15); got != 10 {
 		t.Fatalf("admitted %d of 15, want capacity 10", got)
 	}
 	d := decide(t, l, "org", p)
-	if d.Allowed || d.Source != SourceRedis || d.LimitType(p.Limits) != LimitMinute {
+	if d.Allowed || d.Source != SourceRedis || d.limitType(p.Limits) != limitTypeMinute {
 		t.Fatalf("16th: %+v, want a minute denial from Redis", d)
 	}
-	if d.RemainingMinute() != 0 || d.DayUsed != 10 {
-		t.Errorf("remaining=%d day_used=%d, want 0 and 10", d.RemainingMinute(), d.DayUsed)
+	if d.remainingMinute() != 0 || d.DayUsed != 10 {
+		t.Errorf("remaining=%d day_used=%d, want 0 and 10", d.remainingMinute(), d.DayUsed)
 	}
 	// Retry-After: the bucket holds a sliver refilled since the 10th request.
-	if ra := d.RetryAfter(p.Limits); ra < 9 || ra > 10 {
+	if ra := d.retryAfter(p.Limits); ra < 9 || ra > 10 {
 		t.Errorf("Retry-After = %d, want 10 (or 9 if a second passed)", ra)
 	}
 }
 
 func TestRedisRefill(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	l := NewRedisLimiter(client, prefix)
-	p := NewPolicy("tiny", tinyLimits)
+	l := newRedisLimiter(client, prefix)
+	p := newPolicy("tiny", tinyLimits)
 	keys := l.keys("org")
 	// An empty bucket last touched 25 s ago (Redis's clock) holds 2.5 tokens.
 	ctx := context.Background()
@@ -88,8 +88,8 @@ func TestRedisRefill(t *testing.T) {
 
 func TestRedisDenialConsumesNothing(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	l := NewRedisLimiter(client, prefix)
-	p := NewPolicy("tiny", tinyLimits)
+	l := newRedisLimiter(client, prefix)
+	p := newPolicy("tiny", tinyLimits)
 	admitted(t, l, "org", p, 10)
 	ctx := context.Background()
 	keys := l.keys("org")
@@ -109,17 +109,17 @@ func TestRedisDenialConsumesNothing(t *testing.T) {
 
 func TestRedisDailyQuotaAndRollover(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	l := NewRedisLimiter(client, prefix)
-	p := NewPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
+	l := newRedisLimiter(client, prefix)
+	p := newPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
 	if got := admitted(t, l, "org", p, 5); got != 5 {
 		t.Fatalf("admitted %d, want 5", got)
 	}
 	d := decide(t, l, "org", p)
-	if d.Allowed || d.LimitType(p.Limits) != LimitDay {
+	if d.Allowed || d.limitType(p.Limits) != limitTypeDay {
 		t.Fatalf("6th: %+v, want a day denial", d)
 	}
-	want := ceilDiv(d.DayResetAt()-d.Now, usPerSecond)
-	if got := d.RetryAfter(p.Limits); got != want {
+	want := ceilDiv(d.dayResetAt()-d.Now, usPerSecond)
+	if got := d.retryAfter(p.Limits); got != want {
 		t.Errorf("Retry-After = %d, want %d (until 00:00 UTC)", got, want)
 	}
 	// Yesterday's exhausted counter does not count today.
@@ -137,8 +137,8 @@ func TestRedisDailyQuotaAndRollover(t *testing.T) {
 
 func TestRedisKeysExpireAndShareHashTag(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	l := NewRedisLimiter(client, prefix)
-	p := NewPolicy("tiny", tinyLimits)
+	l := newRedisLimiter(client, prefix)
+	p := newPolicy("tiny", tinyLimits)
 	d := decide(t, l, "org-42", p)
 	keys := l.keys("org-42")
 	for _, k := range keys {
@@ -158,7 +158,7 @@ func TestRedisKeysExpireAndShareHashTag(t *testing.T) {
 		t.Errorf("bucket TTL %s, want (0, 11s]", ttl)
 	}
 	// The counter expires after its day.
-	toMidnight := time.Duration(d.DayResetAt()-d.Now) * time.Microsecond
+	toMidnight := time.Duration(d.dayResetAt()-d.Now) * time.Microsecond
 	if ttl := client.PTTL(ctx, keys[1]).Val(); ttl <= 0 || ttl > toMidnight+61*time.Second {
 		t.Errorf("counter TTL %s, want (0, %s]", ttl, toMidnight+61*time.Second)
 	}
@@ -170,13 +170,13 @@ func TestRedisKeysExpireAndShareHashTag(t *testing.T) {
 
 func TestRedisLongOrganizationID(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	l := NewRedisLimiter(client, prefix)
+	l := newRedisLimiter(client, prefix)
 	long := strings.Repeat("x", 4096)
 	keys := l.keys(long)
 	if len(keys[0]) > 200 || hashSlot(keys[0]) != hashSlot(keys[1]) {
 		t.Fatalf("keys for a long ID: %q, %q", keys[0], keys[1])
 	}
-	if d := decide(t, l, long, NewPolicy("tiny", tinyLimits)); !d.Allowed {
+	if d := decide(t, l, long, newPolicy("tiny", tinyLimits)); !d.Allowed {
 		t.Fatalf("long organization ID: %+v", d)
 	}
 	if l.keys(long + "y")[0] == keys[0] {
@@ -186,8 +186,8 @@ func TestRedisLongOrganizationID(t *testing.T) {
 
 func TestRedisReloadsFlushedScript(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	l := NewRedisLimiter(client, prefix)
-	p := NewPolicy("tiny", tinyLimits)
+	l := newRedisLimiter(client, prefix)
+	p := newPolicy("tiny", tinyLimits)
 	decide(t, l, "org", p)
 	// As after a Redis restart: the script cache is empty, EVALSHA answers
 	// NOSCRIPT, and the limiter must load the script again.
@@ -205,13 +205,13 @@ func TestRedisReloadsFlushedScript(t *testing.T) {
 func TestRedisMatchesLocal(t *testing.T) {
 	// The same sequence of decisions from the Lua script and from Go.
 	client, prefix := newTestRedis(t)
-	rl := NewRedisLimiter(client, prefix)
+	rl := newRedisLimiter(client, prefix)
 	clock := testenv.NewClock(time.Now())
 	ll := newTestLocal(t, clock)
-	p := NewPolicy("mixed", Limits{PerMinute: 3, PerDay: 7, Burst: 2})
+	p := newPolicy("mixed", Limits{PerMinute: 3, PerDay: 7, Burst: 2})
 	for i := 0; i < 12; i++ {
 		r, g := decide(t, rl, "org", p), decide(t, ll, "org", p)
-		if r.Allowed != g.Allowed || r.DayUsed != g.DayUsed || r.RemainingMinute() != g.RemainingMinute() || r.LimitType(p.Limits) != g.LimitType(p.Limits) {
+		if r.Allowed != g.Allowed || r.DayUsed != g.DayUsed || r.remainingMinute() != g.remainingMinute() || r.limitType(p.Limits) != g.limitType(p.Limits) {
 			t.Fatalf("request %d: Redis %+v, Go %+v", i+1, r, g)
 		}
 	}
@@ -250,4 +250,62 @@ func hashSlot(key string) int {
 		}
 	}
 	return int(crc) % 16384
+}
+
+// TestExactnessAcrossInstances: two limiters with their own connection
+// pools (as two gateways have) on one Redis, hundreds of concurrent
+// requests for one organization: exactly capacity are admitted.
+func TestExactnessAcrossInstances(t *testing.T) {
+	client, prefix := newTestRedis(t)
+	second := redis.NewClient(&redis.Options{Addr: client.Options().Addr, PoolSize: 64})
+	defer second.Close()
+	instances := []Limiter{newRedisLimiter(client, prefix), newRedisLimiter(second, prefix)}
+	// Capacity 100, refilled at one token a minute: the test cannot see a refill.
+	p := newPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99})
+
+	const requests = 600
+	ok, denied := decideConcurrently(t, requests, "org", p, instances...)
+	if ok != 100 || denied != requests-100 {
+		t.Fatalf("admitted %d, denied %d of %d; want exactly 100 admitted (capacity)", ok, denied, requests)
+	}
+	// And the daily counter agrees: denials were not counted.
+	if _, n := dayCounter(t, client, newRedisLimiter(client, prefix).keys("org")[1]); n != 100 {
+		t.Fatalf("daily counter %d, want 100", n)
+	}
+}
+
+// TestRedisAllowNIsExactAndChargesNoDenial: one call for more requests than
+// tokens admits exactly what is left and charges nothing for the rest.
+func TestRedisAllowNIsExactAndChargesNoDenial(t *testing.T) {
+	client, prefix := newTestRedis(t)
+	l := newRedisLimiter(client, prefix)
+	p := newPolicy("tiny", tinyLimits) // capacity 10
+	b, err := l.allowN(context.Background(), "org", p, 4)
+	if err != nil || b.admitted != 4 {
+		t.Fatalf("first batch of 4: %+v, %v", b, err)
+	}
+	b, err = l.allowN(context.Background(), "org", p, 25)
+	if err != nil || b.admitted != 6 {
+		t.Fatalf("batch of 25 with 6 tokens left: %+v, %v; want 6 admitted", b, err)
+	}
+	if b.dayUsed != 10 {
+		t.Errorf("daily count %d after 10 admissions, want 10: denials were charged", b.dayUsed)
+	}
+	if _, n := dayCounter(t, client, l.keys("org")[1]); n != 10 {
+		t.Errorf("daily counter in Redis %d, want 10", n)
+	}
+}
+
+func TestBatchDecisionsAreSequential(t *testing.T) {
+	b := batchResult{admitted: 3, tokens: 2 * microTokens, dayUsed: 10, now: 5}
+	for i, want := range []struct {
+		allowed bool
+		tokens  int64
+		used    int64
+	}{{true, 4, 8}, {true, 3, 9}, {true, 2, 10}, {false, 2, 10}} {
+		d := b.decision(int64(i))
+		if d.Allowed != want.allowed || d.Tokens != want.tokens*microTokens || d.DayUsed != want.used {
+			t.Errorf("member %d: %+v, want allowed=%v tokens=%d used=%d", i, d, want.allowed, want.tokens, want.used)
+		}
+	}
 }

@@ -92,8 +92,9 @@ type gatewayProcess struct {
 }
 
 // startProcess runs the built gateway on caddyfile, which should listen on
-// :{$GATEWAY_PORT} and set `admin {$ADMIN_ADDR}`; both are set to free
-// ports. env adds or overrides environment variables ("NAME=value"). The
+// :{$GATEWAY_PORT} and either set `admin {$ADMIN_ADDR}` or leave the admin
+// address to CADDY_ADMIN, as the default Caddyfile does; all are set to
+// free ports. env adds or overrides environment variables ("NAME=value"). The
 // process is stopped when the test ends; its output is logged on failure.
 func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess {
 	t.Helper()
@@ -114,6 +115,7 @@ func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess
 	cmd.Env = append(os.Environ(),
 		"GATEWAY_PORT="+port,
 		"ADMIN_ADDR="+g.AdminAddr,
+		"CADDY_ADMIN="+g.AdminAddr,
 		"HOME="+dir,
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),

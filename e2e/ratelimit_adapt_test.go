@@ -41,7 +41,8 @@ func TestRateLimitAdapt(t *testing.T) {
 									"handler": "tenant_auth",
 									"keys": [
 										{
-											"key": "sk_test_abc",
+											"demo_style": true,
+											"key_hash": "4b4090ccee1e713c3d411b96a4226b90bd0f0deb34e02d19475a951316fd04ee",
 											"org_id": "org_1",
 											"plan": "tiny"
 										}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -259,10 +260,13 @@ func TestRateLimitScriptAgainstDefaultCaddyfile(t *testing.T) {
 func TestRateLimitAdaptErrors(t *testing.T) {
 	bin := gatewayBinary(t)
 	cases := map[string]string{
-		"plan tiny 0 1000":          "per_minute must be a positive integer",
-		"plan tiny 6 1000 burst -4": "burst must be zero or a positive integer",
-		"redis_timeout fast":        "expected a duration",
-		"on_redis_error ignore":     "expected local, allow or deny",
+		"plan tiny 0 1000":           "per_minute must be a positive integer",
+		"plan tiny 6 1000 burst -4":  "burst must be zero or a positive integer",
+		"redis_timeout fast":         "expected a duration",
+		"on_redis_error ignore":      "expected local, allow or deny",
+		"redis_addr 127.0.0.1:redis": `redis_addr: \"127.0.0.1:redis\" is not host:port`,
+		// A setting given twice is an error naming the second line.
+		"redis_timeout 1s\n\t\t\tredis_timeout 2s": "redis_timeout given more than once (first on line 4)",
 	}
 	for line, want := range cases {
 		cfg := ":8080 {\n\troute {\n\t\ttenant_ratelimit {\n\t\t\t" + line + "\n\t\t}\n\t}\n}\n"
@@ -275,8 +279,9 @@ func TestRateLimitAdaptErrors(t *testing.T) {
 			t.Errorf("%q: adapt succeeded", line)
 			continue
 		}
-		if !strings.Contains(string(out), want) || !strings.Contains(string(out), "Caddyfile:4") || strings.Contains(string(out), "panic") {
-			t.Errorf("%q: output does not name line 4 and say %q (or panicked):\n%s", line, want, out)
+		wantLine := "Caddyfile:" + strconv.Itoa(4+strings.Count(line, "\n"))
+		if !strings.Contains(string(out), want) || !strings.Contains(string(out), wantLine) || strings.Contains(string(out), "panic") {
+			t.Errorf("%q: output does not name %s and say %q (or panicked):\n%s", line, wantLine, want, out)
 		}
 	}
 	// An empty redis_addr (an unset {$REDIS_ADDR}) is fine.
@@ -284,6 +289,86 @@ func TestRateLimitAdaptErrors(t *testing.T) {
 	_ = os.WriteFile(path, []byte(":8080 {\n\ttenant_ratelimit {\n\t\tredis_addr {$TG_UNSET_REDIS_ADDR}\n\t}\n}\n"), 0o600)
 	if out, err := exec.Command(bin, "adapt", "--config", path).CombinedOutput(); err != nil {
 		t.Errorf("empty redis_addr: %v\n%s", err, out)
+	}
+}
+
+// TestValidateRefusesAPlanTheLimiterLacks: `caddy validate` refuses a
+// config whose tenant_auth has a static key on a plan (or whose
+// environment lists a plan in TENANT_PLANS) that the tenant_ratelimit
+// after it does not define, naming the plan and the fix; the same config
+// with the plan defined validates.
+func TestValidateRefusesAPlanTheLimiterLacks(t *testing.T) {
+	bin := gatewayBinary(t)
+	validate := func(cfg string, env ...string) (string, error) {
+		path := t.TempDir() + "/Caddyfile"
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "validate", "--config", path, "--adapter", "caddyfile")
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "TENANT_PLANS=")
+		cmd.Env = append(cmd.Env, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	const site = ":8080 {\n\troute {\n\t\ttenant_auth {\n\t\t\tkey sk_test_gold org_gold %s\n\t\t}\n\t\ttenant_ratelimit {\n%s\t\t}\n\t}\n}\n"
+	wants := []string{`plan \"gold\" of a static key of tenant_auth`, `plan gold <per_minute> <per_day> [burst <n>]`}
+
+	out, err := validate(fmt.Sprintf(site, "gold", ""))
+	if err == nil {
+		t.Fatalf("validate accepted a static key on plan gold with a limiter without it:\n%s", out)
+	}
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate output does not say %s:\n%s", want, out)
+		}
+	}
+	if out, err := validate(fmt.Sprintf(site, "gold", "\t\t\tplan gold 10 1000\n")); err != nil {
+		t.Errorf("the plan defined: validate failed: %v\n%s", err, out)
+	}
+
+	out, err = validate(fmt.Sprintf(site, "basic", ""), "TENANT_PLANS=gold")
+	if err == nil || !strings.Contains(out, "TENANT_PLANS") || !strings.Contains(out, `plan \"gold\"`) {
+		t.Errorf("TENANT_PLANS=gold with a limiter without gold: err %v:\n%s", err, out)
+	}
+}
+
+// TestRateLimitRedisFromEnvPlaceholders: redis_addr and redis_db written
+// as {env.*} placeholders stay placeholders in the loaded config (GET
+// /config/ shows no address or password) and are expanded in the
+// gateway's own environment: the limits are kept in that Redis database.
+func TestRateLimitRedisFromEnvPlaceholders(t *testing.T) {
+	org := uniqueOrg()
+	addr := testenv.RedisAddr(t)
+	db1 := redis.NewClient(&redis.Options{Addr: addr, DB: 1})
+	bucket, counter := rateLimitKeys(org)
+	t.Cleanup(func() {
+		db1.Del(context.Background(), bucket, counter)
+		_ = db1.Close()
+	})
+	cfg := strings.Replace(redisGatewayCaddyfile, "redis_addr {$REDIS_ADDR}", "redis_addr {env.TG_E2E_REDIS_ADDR}\n\t\t\tredis_password {env.TG_E2E_REDIS_PASSWORD}\n\t\t\tredis_db {env.TG_E2E_REDIS_DB}", 1)
+	g := startProcess(t, cfg, "TG_E2E_REDIS_ADDR="+addr, "TG_E2E_REDIS_PASSWORD=", "TG_E2E_REDIS_DB=1",
+		"TEST_KEY=sk_test_placeholders", "TEST_ORG="+org, "ON_REDIS_ERROR=deny")
+
+	if r := getWithKey(t, httpClient(), g.URL+"/api/x", "sk_test_placeholders"); r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if n := db1.Exists(context.Background(), bucket, counter).Val(); n != 2 {
+		t.Fatalf("%d of the organization's 2 keys in Redis database 1", n)
+	}
+	config := httpGet(t, "http://"+g.AdminAddr+"/config/")
+	if !strings.Contains(config, "{env.TG_E2E_REDIS_ADDR}") || strings.Contains(config, addr) {
+		t.Errorf("/config/ does not keep the placeholder, or shows the address:\n%s", config)
+	}
+}
+
+// TestRateLimitLogsUnreachableRedisAtStart: a gateway whose Redis is
+// unreachable says so in its log when it starts, before any request.
+func TestRateLimitLogsUnreachableRedisAtStart(t *testing.T) {
+	closed := "127.0.0.1:" + freePort(t) // nothing listens there
+	g := startProcess(t, redisGatewayCaddyfile, "REDIS_ADDR="+closed, "TEST_KEY=sk_test_start", "TEST_ORG="+uniqueOrg())
+	waitForOutput(t, g, "Redis failed; the rate limiter applies on_redis_error")
+	if n := strings.Count(g.Logs.String(), "Redis failed"); n != 1 {
+		t.Errorf("the outage was logged %d times, want once:\n%s", n, g.Logs.String())
 	}
 }
 

@@ -2,7 +2,7 @@ package tenant
 
 import (
 	"context"
-	"sort"
+	"slices"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -53,9 +53,21 @@ type Check func(ctx context.Context) CheckResult
 // that each config load (and reload) gets a fresh registry without any
 // package-level state. It needs no configuration: modules obtain it with
 // ctx.App(HealthAppID).
+//
+// Being an app, it is also the config's commit point: Caddy starts it only
+// once the config is provisioned and about to replace the running one.
+// Modules defer to OnStart what must not happen for a config that is
+// provisioned and then dropped (a failed reload, `caddy validate`).
 type HealthApp struct {
 	mu     sync.RWMutex
-	checks map[string]Check
+	deps   []dependency
+	starts []func()
+}
+
+// dependency is one registered check of one dependency.
+type dependency struct {
+	kind, target string
+	check        Check
 }
 
 // HealthAppID is the app's module ID.
@@ -69,20 +81,45 @@ func (*HealthApp) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Start implements caddy.App.
-func (*HealthApp) Start() error { return nil }
+// Start implements caddy.App: it runs the OnStart functions, in the order
+// they were added.
+func (a *HealthApp) Start() error {
+	a.mu.RLock()
+	starts := a.starts
+	a.mu.RUnlock()
+	for _, f := range starts {
+		f()
+	}
+	return nil
+}
 
 // Stop implements caddy.App.
 func (*HealthApp) Stop() error { return nil }
 
-// Register adds (or replaces) the check with the given name.
-func (a *HealthApp) Register(name string, check Check) {
+// OnStart adds f to what runs when the config is started (committed).
+func (a *HealthApp) OnStart(f func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.checks == nil {
-		a.checks = make(map[string]Check)
-	}
-	a.checks[name] = check
+	a.starts = append(a.starts, f)
+}
+
+// RegisterDependency adds the check of a dependency of some kind
+// ("postgres", "redis") at target (such as "db.internal:5432/keys" or
+// "127.0.0.1:6379"; never a password). /health/ready names a check after
+// its kind when the config uses one target of that kind, and
+// "kind:target" when it uses several, so two databases are two checks.
+// Checks registered for the same kind and target (two handlers sharing a
+// database) are one check: the worse of their results.
+func (a *HealthApp) RegisterDependency(kind, target string, check Check) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.deps = append(a.deps, dependency{kind: kind, target: target, check: check})
+}
+
+// Register adds a check named name (a dependency with no target). Checks
+// registered under one name are one check: the worse of their results.
+func (a *HealthApp) Register(name string, check Check) {
+	a.RegisterDependency(name, "", check)
 }
 
 // HealthReport is the result of running every registered check.
@@ -94,20 +131,26 @@ type HealthReport struct {
 // Run runs every check and folds them into the worst status.
 func (a *HealthApp) Run(ctx context.Context) HealthReport {
 	a.mu.RLock()
-	names := make([]string, 0, len(a.checks))
-	for name := range a.checks {
-		names = append(names, name)
-	}
-	checks := make([]Check, len(names))
-	sort.Strings(names)
-	for i, name := range names {
-		checks[i] = a.checks[name]
-	}
+	deps := slices.Clone(a.deps)
 	a.mu.RUnlock()
 
-	report := HealthReport{Status: StatusOK, Checks: make(map[string]CheckResult, len(names))}
-	for i, name := range names {
-		res := checks[i](ctx)
+	targets := make(map[string]map[string]bool) // kind → its targets
+	for _, d := range deps {
+		if targets[d.kind] == nil {
+			targets[d.kind] = make(map[string]bool)
+		}
+		targets[d.kind][d.target] = true
+	}
+	report := HealthReport{Status: StatusOK, Checks: make(map[string]CheckResult, len(deps))}
+	for _, d := range deps {
+		name := d.kind
+		if len(targets[d.kind]) > 1 {
+			name = d.kind + ":" + d.target
+		}
+		res := d.check(ctx)
+		if prev, seen := report.Checks[name]; seen && prev.Status.rank() >= res.Status.rank() {
+			res = prev
+		}
 		report.Checks[name] = res
 		if res.Status.rank() > report.Status.rank() {
 			report.Status = res.Status

@@ -13,7 +13,7 @@ const RequestIDHeader = "X-Request-ID"
 const maxRequestIDLen = 128
 
 // ValidRequestID reports whether a client-supplied request ID may be honoured:
-// 1–128 characters of [A-Za-z0-9._-] (DESIGN §3). Anything else is replaced,
+// 1–128 characters of [A-Za-z0-9._-]. Anything else is replaced,
 // so a request ID never smuggles markup or log-breaking bytes.
 func ValidRequestID(s string) bool {
 	if len(s) == 0 || len(s) > maxRequestIDLen {

@@ -1,0 +1,166 @@
+package keystore
+
+import (
+	"context"
+	"crypto/sha256"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
+)
+
+// migratedDB returns the URL of a fresh, migrated database for this test.
+func migratedDB(t testing.TB) string {
+	t.Helper()
+	dsn := testenv.FreshDatabase(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Migrate(context.Background(), cfg); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	return dsn
+}
+
+// connect opens a connection closed at the end of the test.
+func connect(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// seedOrg creates an organization with the admin operations.
+func seedOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {
+	t.Helper()
+	o, err := NewAdmin(conn).CreateOrg(context.Background(), OrgInput{Name: "org " + plan, Plan: plan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// seedKey creates a key for org.
+func seedKey(t testing.TB, conn *pgx.Conn, orgID string, expiresIn time.Duration) NewAPIKey {
+	t.Helper()
+	k, err := NewAdmin(conn).CreateKey(context.Background(), KeyInput{OrgID: orgID, Name: "test key", ExpiresIn: expiresIn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// queryCounter is a pgx tracer that counts the store's single-key lookups
+// as PostgreSQL receives them, the most that ran at once, and the
+// statements recording last uses; it can slow either down, or hold
+// lookups until release is closed.
+type queryCounter struct {
+	n, inFlight, maxInFlight atomic.Int64
+	delay                    time.Duration
+	lastUses                 atomic.Int64
+	lastUseDelay             time.Duration
+	hold                     chan struct{} // if not nil, lookups wait for it to close
+	onQuery                  func(sql string)
+}
+
+type queryCounterKey struct{}
+
+func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if c.onQuery != nil {
+		c.onQuery(d.SQL)
+	}
+	switch d.SQL {
+	case sqlKeyByHash:
+		c.n.Add(1)
+		n := c.inFlight.Add(1)
+		for {
+			m := c.maxInFlight.Load()
+			if n <= m || c.maxInFlight.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		if c.hold != nil {
+			<-c.hold
+		}
+		time.Sleep(c.delay)
+		return context.WithValue(ctx, queryCounterKey{}, true)
+	case sqlRecordLastUse:
+		c.lastUses.Add(1)
+		time.Sleep(c.lastUseDelay)
+	}
+	return ctx
+}
+
+func (c *queryCounter) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if ctx.Value(queryCounterKey{}) != nil {
+		c.inFlight.Add(-1)
+	}
+}
+
+// testSettings are small caches with the production TTLs.
+func testSettings() Settings {
+	return Settings{CacheSize: 1000, NegativeCacheSize: 256}
+}
+
+// testStore builds a store on dsn, destroyed at the end of the test.
+func testStore(t testing.TB, dsn string, s Settings, opts options) *Store {
+	t.Helper()
+	st, err := newStore(dsn, s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Destruct() })
+	return st
+}
+
+// waitFor polls cond every 10 ms until it holds or timeout passes. The
+// timeout is a bound on correctness (something must happen), never a
+// speed measurement.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func sha256Of(s string) KeyHash { return sha256.Sum256([]byte(s)) }
+
+// randomKey is a well-formed key that is in no database: what anyone can
+// mint.
+func randomKey(t testing.TB) string {
+	t.Helper()
+	k, err := GenerateKey(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// lookupAll looks up every key at once, each in its own goroutine, and
+// returns the errors in order.
+func lookupAll(s *Store, hashes []KeyHash) []error {
+	errs := make([]error, len(hashes))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, h := range hashes {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = s.Lookup(context.Background(), h)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}

@@ -1,0 +1,84 @@
+package keystore
+
+import (
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metricsPool shares one set of collectors between every store and across
+// config reloads, so counters keep counting when Caddy swaps configs or a
+// reload changes the database (each config has its own registry; the
+// collectors are registered with every one).
+var metricsPool = caddy.NewUsagePool()
+
+const metricsPoolKey = "keystore"
+
+// storeMetrics are the key store's Prometheus collectors. Labels are
+// bounded enums: never an organization, a key or a database.
+type storeMetrics struct {
+	cacheHit, cacheMiss, cacheNegative, cacheStale prometheus.Counter
+
+	pgLookup prometheus.Observer
+	pgErrors prometheus.Counter
+
+	collectors []prometheus.Collector
+}
+
+func newStoreMetrics() *storeMetrics {
+	cache := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantgate", Subsystem: "auth", Name: "key_cache_total",
+		Help: "Database key lookups by cache outcome: hit, negative (cached refusal), miss (went to PostgreSQL), stale (served from an outdated entry because PostgreSQL failed).",
+	}, []string{"result"})
+	lookup := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "tenantgate", Subsystem: "auth", Name: "postgres_lookup_seconds",
+		Help:    "Latency of key lookups in PostgreSQL (cache misses).",
+		Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2},
+	})
+	pgErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "tenantgate", Subsystem: "auth", Name: "postgres_errors_total",
+		Help: "Contacts with PostgreSQL that failed (unreachable, timeout, error).",
+	})
+	return &storeMetrics{
+		cacheHit:      cache.WithLabelValues("hit"),
+		cacheMiss:     cache.WithLabelValues("miss"),
+		cacheNegative: cache.WithLabelValues("negative"),
+		cacheStale:    cache.WithLabelValues("stale"),
+		pgLookup:      lookup,
+		pgErrors:      pgErrors,
+		collectors:    []prometheus.Collector{cache, lookup, pgErrors},
+	}
+}
+
+// Destruct implements caddy.Destructor.
+func (*storeMetrics) Destruct() error { return nil }
+
+// acquireStoreMetrics returns the shared collectors; each call is matched
+// by a releaseStoreMetrics.
+func acquireStoreMetrics() (*storeMetrics, error) {
+	val, _, err := metricsPool.LoadOrNew(metricsPoolKey, func() (caddy.Destructor, error) {
+		return newStoreMetrics(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return val.(*storeMetrics), nil
+}
+
+func releaseStoreMetrics() { _, _ = metricsPool.Delete(metricsPoolKey) }
+
+// register adds the collectors to a config's registry. Registering them
+// again in the same registry (a second handler) is fine.
+func (m *storeMetrics) register(reg prometheus.Registerer) error {
+	for _, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) && are.ExistingCollector == c {
+				continue
+			}
+			return err
+		}
+	}
+	return nil
+}
