@@ -46,10 +46,7 @@ func (p *pgState) reachable() {
 	p.failing.Store(false)
 	p.retryAt.Store(0)
 	if !p.listening.Load() {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		signal(p.wake)
 	}
 }
 

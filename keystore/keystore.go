@@ -183,6 +183,16 @@ type Store struct {
 	metrics  *storeMetrics
 	claims   claims // configs using the store (share.go)
 
+	// The key filter (nil until first built), the one being built, and
+	// the lanes misses take to PostgreSQL (filter.go, lanes.go).
+	filter, building   atomic.Pointer[keyFilter]
+	normal, unverified *lane
+	// resync asks the maintenance loop to re-read the cached keys and
+	// rebuild the filter (after the LISTEN connection came up), rebuild
+	// asks it to rebuild the filter only (refresh.go).
+	resync, rebuild chan struct{}
+	warmed          atomic.Bool // the cache was warmed once
+
 	// gens[shard] changes whenever a key in that shard is invalidated; a
 	// query result is cached only if its shard's generation did not change
 	// while the query ran, so a notification is never overtaken.
@@ -200,6 +210,9 @@ type options struct {
 	tracer       pgx.QueryTracer
 	noBackground bool
 	queryTimeout time.Duration // default queryTimeout
+	// The LISTEN reconnection backoff; default listenMinBackoff and
+	// listenMaxBackoff.
+	listenMinBackoff, listenMaxBackoff time.Duration
 }
 
 // newStore builds the store and starts its background work. It does not
@@ -225,6 +238,8 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	if opts.queryTimeout == 0 {
 		opts.queryTimeout = queryTimeout
 	}
+	opts.listenMinBackoff = orDefault(opts.listenMinBackoff, listenMinBackoff)
+	opts.listenMaxBackoff = orDefault(opts.listenMaxBackoff, listenMaxBackoff)
 	set = set.withDefaults()
 	s := &Store{
 		listenCfg: cfg.ConnConfig.Copy(),
@@ -235,6 +250,7 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 		rejects:   newShardedCache[rejection](set.NegativeCacheSize),
 	}
 	s.state.wake = make(chan struct{}, 1)
+	s.resync, s.rebuild = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.listenCfg.Tracer = nil
 	s.keys.replaced, s.keys.removed = s.keyReplaced, s.keyRemoved
 	if s.now == nil {
@@ -243,6 +259,9 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	if s.metrics, err = acquireStoreMetrics(); err != nil {
 		return nil, err
 	}
+	normal, unverified := laneSizes(int(cfg.MaxConns))
+	s.normal = newLane("normal", normal, normal*normalWaitFactor, s.metrics.shedNormal)
+	s.unverified = newLane("unverified", unverified, unverified*unverifiedWaitFactor, s.metrics.shedUnverified)
 	s.configure(set)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.pool, err = pgxpool.NewWithConfig(s.ctx, cfg)
@@ -252,8 +271,9 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 		return nil, fmt.Errorf("database_url: %w", err)
 	}
 	if !opts.noBackground {
-		s.wg.Add(3)
+		s.wg.Add(4)
 		go s.listenLoop()
+		go s.maintainLoop()
 		go s.refreshLoop()
 		go s.lastUseLoop()
 	}
@@ -282,6 +302,9 @@ func (s *Store) Destruct() error {
 
 func (s *Store) logger() *zap.Logger { return s.settings.Load().Logger }
 
+// Settings returns the settings in force (defaults filled in).
+func (s *Store) Settings() Settings { return *s.settings.Load() }
+
 // Target is the database the store reads, as host:port/database.
 func (s *Store) Target() string { return s.target }
 
@@ -309,7 +332,11 @@ func (s *Store) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, error) {
 	if s.state.pausing(now) {
 		return s.stale(e, cached, now, errPostgresDown)
 	}
-	v, err, _ := s.group.Do(string(h[:]), func() (any, error) { return s.fetch(h) })
+	l := s.normal
+	if f := s.filter.Load(); f != nil && !f.mayContain(h) {
+		l = s.unverified
+	}
+	v, err, _ := s.group.Do(string(h[:]), func() (any, error) { return s.fetch(h, l) })
 	if err != nil {
 		return s.stale(e, cached, now, err)
 	}
@@ -333,13 +360,26 @@ func (s *Store) stale(e keyEntry, cached bool, now int64, cause error) (*tenant.
 	return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, cause)
 }
 
-// fetch reads one key from PostgreSQL and caches the verdict. Concurrent
-// misses for the same hash share one call (singleflight), which runs on
-// the store's context so that one client giving up does not fail the rest.
-func (s *Store) fetch(h KeyHash) (verdict, error) {
+// fetch reads one key from PostgreSQL through lane l and caches the
+// verdict. Concurrent misses for the same hash share one call
+// (singleflight), which runs on the store's context so that one client
+// giving up does not fail the rest.
+func (s *Store) fetch(h KeyHash, l *lane) (verdict, error) {
 	gen := s.gen(h)
+	wait, cancelWait := context.WithTimeout(s.ctx, s.opts.queryTimeout)
+	err := l.enter(wait)
+	cancelWait()
+	if err != nil {
+		return verdict{}, err
+	}
+	defer l.leave()
+	// The query's own deadline starts now: time spent waiting for the
+	// lane must not make a query time out and look like a PostgreSQL
+	// failure.
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.queryTimeout)
 	defer cancel()
+	s.metrics.inFlight.Inc()
+	defer s.metrics.inFlight.Dec()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return verdict{}, s.acquireFailed(ctx, err)
@@ -353,6 +393,9 @@ func (s *Store) fetch(h KeyHash) (verdict, error) {
 		return verdict{}, fmt.Errorf("querying api_keys: %w", err)
 	}
 	s.state.keyQueriesWork()
+	if found && !row.revokedAt.Valid {
+		s.addToFilter(h) // a key whose notification was missed
+	}
 	now := s.now()
 	v := decide(row, found, now)
 	if v.reject == nil {
@@ -430,4 +473,23 @@ func (s *Store) snapshotGens() (gens [cacheShards]uint64) {
 		gens[i] = s.gens[i].Load()
 	}
 	return gens
+}
+
+// addToFilter adds a key hash to the filter and to the one being built,
+// and asks for a rebuild when the filter is fuller than it was sized for.
+func (s *Store) addToFilter(h KeyHash) {
+	if f := s.building.Load(); f != nil {
+		f.add(h)
+	}
+	if f := s.filter.Load(); f != nil && f.add(h) {
+		signal(s.rebuild)
+	}
+}
+
+// signal wakes whoever waits on c (capacity 1) without blocking.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
