@@ -7,7 +7,8 @@
 // connection that applies changes at once, a periodic refresh and the
 // recording of api_keys.last_used_at. Caddy configs share it through a
 // usage pool keyed by the database URL (Acquire), so a reload keeps the warm
-// cache and opens no new connections.
+// cache and opens no new connections. docs/keystore.md describes how a
+// lookup flows and what each failure looks like.
 package keystore
 
 import (
@@ -249,7 +250,7 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 		keys:      newShardedCache[keyEntry](set.CacheSize),
 		rejects:   newShardedCache[rejection](set.NegativeCacheSize),
 	}
-	s.state.wake = make(chan struct{}, 1)
+	s.state.wake, s.state.probe = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.resync, s.rebuild = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.listenCfg.Tracer = nil
 	s.keys.replaced, s.keys.removed = s.keyReplaced, s.keyRemoved
@@ -382,14 +383,14 @@ func (s *Store) fetch(h KeyHash, l *lane) (verdict, error) {
 	defer s.metrics.inFlight.Dec()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return verdict{}, s.acquireFailed(ctx, err)
+		return verdict{}, s.acquireFailed(ctx, err, l)
 	}
 	defer conn.Release()
 	start := time.Now()
 	row, found, err := queryKey(ctx, conn, h)
 	s.metrics.pgLookup.Observe(time.Since(start).Seconds())
 	if err != nil {
-		s.failed(err)
+		s.queryFailed(err)
 		return verdict{}, fmt.Errorf("querying api_keys: %w", err)
 	}
 	s.state.keyQueriesWork()
@@ -407,12 +408,14 @@ func (s *Store) fetch(h KeyHash, l *lane) (verdict, error) {
 	return v, nil
 }
 
-// acquireFailed classifies a failure to get a pool connection. Waiting for
-// a connection until the deadline is not a PostgreSQL failure (the pool is
-// busy); failing to open one is.
-func (s *Store) acquireFailed(ctx context.Context, err error) error {
+// acquireFailed classifies a failure of a lookup in lane l to get a pool
+// connection. Waiting for a connection until the deadline is not a
+// PostgreSQL failure (the pool is busy): the lookup is shed. Failing to
+// open one is a failure.
+func (s *Store) acquireFailed(ctx context.Context, err error, l *lane) error {
 	var connectErr *pgconn.ConnectError
 	if !errors.As(err, &connectErr) && ctx.Err() != nil {
+		l.shed.Inc()
 		return fmt.Errorf("%w: no PostgreSQL connection free in time", ErrBusy)
 	}
 	s.failed(err)
@@ -426,6 +429,21 @@ func (s *Store) failed(err error) {
 	}
 	s.metrics.pgErrors.Inc()
 	s.state.failure(s.now(), err)
+}
+
+// queryFailed records a failed query. A query that ran out of time while
+// the LISTEN connection is up proves little: PostgreSQL may be slow, or
+// this process starved of CPU by a flood. Instead of pausing every miss
+// and reporting an outage, it asks the LISTEN connection to check
+// PostgreSQL now; an unreachable or hung server fails that check, and the
+// reconnection that follows reports it.
+func (s *Store) queryFailed(err error) {
+	if pgconn.Timeout(err) && s.state.listening.Load() && s.ctx.Err() == nil {
+		s.metrics.pgErrors.Inc()
+		signal(s.state.probe)
+		return
+	}
+	s.failed(err)
 }
 
 // remember caches a verdict read while h's shard was at generation gen.

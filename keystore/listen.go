@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 )
 
@@ -96,8 +96,26 @@ func (s *Store) listenOnce() (connected bool, err error) {
 	signal(s.resync)
 	s.logger().Info("listening for key changes")
 
+	// A probe (a query timed out) ends the current wait, so that the
+	// connection is pinged at once.
+	var cancelWait atomic.Pointer[context.CancelFunc]
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-s.state.probe:
+				if cancel := cancelWait.Load(); cancel != nil {
+					(*cancel)()
+				}
+			}
+		}
+	}()
 	for {
 		wctx, cancel := context.WithTimeout(s.ctx, listenPingEvery)
+		cancelWait.Store(&cancel)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
@@ -106,7 +124,7 @@ func (s *Store) listenOnce() (connected bool, err error) {
 			continue
 		case s.ctx.Err() != nil:
 			return true, nil
-		case !pgconn.Timeout(err):
+		case wctx.Err() == nil:
 			return true, fmt.Errorf("waiting for notifications: %w", err)
 		}
 		pctx, cancel := context.WithTimeout(s.ctx, s.opts.queryTimeout)

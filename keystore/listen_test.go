@@ -1,8 +1,10 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,4 +126,58 @@ func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 		t.Fatalf("lookup once PostgreSQL is back: %v", err)
 	}
 	waitFor(t, 5*time.Second, "the LISTEN connection to be back", s.state.listening.Load)
+}
+
+// TestQueryTimeoutWhileListeningIsNotAnOutage: a lookup that runs out of
+// time while the LISTEN connection is up (a slow server, or a gateway
+// starved of CPU by a flood) fails alone: PostgreSQL is not reported down
+// and the next miss is not paused.
+func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
+	dsn := migratedDB(t)
+	conn := connect(t, dsn)
+	org := seedOrg(t, conn, "basic")
+	var slow atomic.Pointer[KeyHash]
+	queries := &queryCounter{onQuery: func(d pgx.TraceQueryStartData) {
+		if h := slow.Load(); h != nil && d.SQL == sqlKeyByHash && bytes.Equal(d.Args[0].([]byte), h[:]) {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}}
+	s := testStore(t, dsn, testSettings(), options{tracer: queries, queryTimeout: 200 * time.Millisecond})
+	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+	slowKey, fastKey := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0) // not cached
+	h := HashKey(slowKey.Key)
+	slow.Store(&h)
+
+	_, err := s.Lookup(context.Background(), h)
+	if !errors.Is(err, ErrStoreUnavailable) || IsRejection(err) {
+		t.Fatalf("lookup past its deadline: %v, want ErrStoreUnavailable (503)", err)
+	}
+	if s.state.failing.Load() || s.state.pausing(s.now().UnixNano()) {
+		t.Error("one slow query marked PostgreSQL as failing")
+	}
+	if id, err := s.Lookup(context.Background(), HashKey(fastKey.Key)); err != nil || id.KeyID != fastKey.ID {
+		t.Errorf("the next miss: %v, %v; want it looked up, not paused", id, err)
+	}
+	if r := s.health(false); r.Status != tenant.StatusOK {
+		t.Errorf("health after a slow query = %+v, want ok", r)
+	}
+}
+
+// TestHungPostgresIsReported: PostgreSQL stops answering but keeps its
+// connections open. The lookup's timeout has the LISTEN connection check
+// PostgreSQL, which fails, and the reconnection reports the outage.
+func TestHungPostgresIsReported(t *testing.T) {
+	dsn := migratedDB(t)
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
+	s := testStore(t, viaProxy+"&connect_timeout=1", testSettings(), options{queryTimeout: 200 * time.Millisecond})
+	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+
+	proxy.SetDelay(time.Hour) // nothing comes back
+	if _, err := s.Lookup(context.Background(), HashKey(randomKey(t))); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("lookup on a hung server: %v, want ErrStoreUnavailable", err)
+	}
+	waitFor(t, 10*time.Second, "the hang to be reported", func() bool {
+		return s.state.failing.Load() && s.health(false).Status == tenant.StatusDown
+	})
+	_ = proxy.Close() // else closing the store's connections waits for the hung server
 }

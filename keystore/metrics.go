@@ -45,7 +45,7 @@ func newStoreMetrics() *storeMetrics {
 	})
 	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "tenantgate", Subsystem: "auth", Name: "postgres_lookups_shed_total",
-		Help: "Key lookups not sent to PostgreSQL because their lane was full (503 for that request), by lane: normal (keys the key filter knows) or unverified (keys it does not: forged, or created a moment ago).",
+		Help: "Key lookups not sent to PostgreSQL because their lane was full or no pool connection was free in time (503 for that request), by lane: normal (keys the key filter knows) or unverified (keys it does not: forged, or created a moment ago).",
 	}, []string{"lane"})
 	inFlight := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "tenantgate", Subsystem: "auth", Name: "postgres_lookups_in_flight",

@@ -49,7 +49,7 @@ func (s *Store) revalidateBatch(batch []KeyHash) error {
 	defer cancel()
 	rows, err := queryKeys(ctx, s.pool, batch)
 	if err != nil {
-		s.failed(err)
+		s.queryFailed(err)
 		return fmt.Errorf("reading cached keys: %w", err)
 	}
 	s.state.keyQueriesWork()

@@ -1,6 +1,6 @@
-// Package faultproxy is a TCP proxy for tests that can cut and restore the
-// path to a real Postgres or Redis, so outages are injected for real without
-// touching the shared servers (DESIGN §7).
+// Package faultproxy is a TCP proxy for tests that can cut, restore or slow
+// down the path to a real Postgres or Redis, so outages and distant servers
+// are simulated for real without touching the shared servers.
 package faultproxy
 
 import (
