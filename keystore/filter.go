@@ -58,13 +58,15 @@ func (f *keyFilter) salted(h KeyHash) KeyHash {
 }
 
 // add inserts h and reports whether the filter now holds more keys than it
-// was sized for (its false-positive rate is then above target).
+// was sized for (its false-positive rate is then above target). A key
+// added again (a notification of a change) is not counted twice.
 func (f *keyFilter) add(h KeyHash) (overfull bool) {
 	s := f.salted(h)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.bits.Add(s[:])
-	f.added++
+	if !f.bits.TestAndAdd(s[:]) {
+		f.added++
+	}
 	return f.added > f.capacity
 }
 
@@ -76,7 +78,8 @@ func (f *keyFilter) mayContain(h KeyHash) bool {
 	return f.bits.Test(s[:])
 }
 
-// size returns the number of keys added and the bytes of the bit array.
+// size returns the number of keys added (about: a new key that was a false
+// positive is not counted) and the bytes of the bit array.
 func (f *keyFilter) size() (keys uint, bytes uint) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

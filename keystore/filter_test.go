@@ -47,8 +47,9 @@ func TestFilterHasNoFalseNegativesAndFewFalsePositives(t *testing.T) {
 	if rate := float64(positives) / n; rate > 1.5*filterFalsePositiveRate {
 		t.Errorf("false-positive rate %.4f, want at most %.4f", rate, 1.5*filterFalsePositiveRate)
 	}
-	if keys, bytes := f.size(); keys != n || bytes > 2*n {
-		t.Errorf("filter of %d keys: %d keys, %d bytes; want under 2 bytes per key", n, keys, bytes)
+	// A new key that is a false positive is not counted: about 1 % fewer.
+	if keys, bytes := f.size(); keys < n*98/100 || keys > n || bytes > 2*n {
+		t.Errorf("filter of %d keys: counts %d keys, %d bytes; want about %d, under 2 bytes per key", n, keys, bytes, n)
 	}
 }
 
@@ -88,7 +89,9 @@ func TestOverfullFilterAsksForARebuild(t *testing.T) {
 		t.Fatal("rebuild asked for before the filter was full")
 	default:
 	}
-	s.addToFilter(randomHash())
+	for range f.capacity / 10 { // some of those were false positives, not counted
+		s.addToFilter(randomHash())
+	}
 	select {
 	case <-s.rebuild:
 	default:

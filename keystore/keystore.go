@@ -204,6 +204,9 @@ type Store struct {
 	wg     sync.WaitGroup
 }
 
+// Interface guard
+var _ caddy.Destructor = (*Store)(nil)
+
 // options are for tests: an injected clock, a query tracer, whether to
 // start the background work, and shorter timeouts.
 type options struct {

@@ -68,6 +68,9 @@ func newStoreMetrics() *storeMetrics {
 // Destruct implements caddy.Destructor.
 func (*storeMetrics) Destruct() error { return nil }
 
+// Interface guard
+var _ caddy.Destructor = (*storeMetrics)(nil)
+
 // acquireStoreMetrics returns the shared collectors; each call is matched
 // by a releaseStoreMetrics.
 func acquireStoreMetrics() (*storeMetrics, error) {
