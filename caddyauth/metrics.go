@@ -43,6 +43,9 @@ func newAuthMetrics() *authMetrics {
 // Destruct implements caddy.Destructor.
 func (*authMetrics) Destruct() error { return nil }
 
+// Interface guard
+var _ caddy.Destructor = (*authMetrics)(nil)
+
 // acquireAuthMetrics returns the shared collectors, registered in reg;
 // each call is matched by a releaseAuthMetrics (Cleanup).
 func acquireAuthMetrics(reg prometheus.Registerer) (*authMetrics, error) {

@@ -32,6 +32,9 @@ var (
 	ErrExpiredKey       = keystore.ErrExpiredKey
 	ErrDisabledOrg      = keystore.ErrDisabledOrg
 	ErrStoreUnavailable = keystore.ErrStoreUnavailable
+	// ErrBusy is an ErrStoreUnavailable for one request: the lookup was
+	// shed because too many were in progress (keystore.ErrBusy).
+	ErrBusy = keystore.ErrBusy
 )
 
 // HashKey returns the SHA-256 of key without allocating (keystore.HashKey).

@@ -29,6 +29,9 @@ type pgState struct {
 	// wake is signalled when a query succeeds while the LISTEN connection
 	// is down, so that it reconnects at once instead of after its backoff.
 	wake chan struct{}
+	// probe is signalled when a query timed out while the LISTEN
+	// connection is up, so that it checks PostgreSQL at once.
+	probe chan struct{}
 }
 
 func (p *pgState) failure(now time.Time, err error) {
@@ -46,10 +49,7 @@ func (p *pgState) reachable() {
 	p.failing.Store(false)
 	p.retryAt.Store(0)
 	if !p.listening.Load() {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		signal(p.wake)
 	}
 }
 

@@ -60,23 +60,20 @@ func seedKey(t testing.TB, conn *pgx.Conn, orgID string, expiresIn time.Duration
 
 // queryCounter is a pgx tracer that counts the store's single-key lookups
 // as PostgreSQL receives them, the most that ran at once, and the
-// statements recording last uses; it can slow either down, or hold
-// lookups until release is closed.
+// statements recording last uses. Lookups can be slowed down (delay) or
+// held until hold is closed; onQuery sees every statement first and may
+// hold it too.
 type queryCounter struct {
 	n, inFlight, maxInFlight atomic.Int64
 	delay                    time.Duration
 	lastUses                 atomic.Int64
-	lastUseDelay             time.Duration
 	hold                     chan struct{} // if not nil, lookups wait for it to close
-	onQuery                  func(sql string)
+	onQuery                  func(pgx.TraceQueryStartData)
 }
 
 type queryCounterKey struct{}
 
 func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if c.onQuery != nil {
-		c.onQuery(d.SQL)
-	}
 	switch d.SQL {
 	case sqlKeyByHash:
 		c.n.Add(1)
@@ -87,14 +84,19 @@ func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.T
 				break
 			}
 		}
+		ctx = context.WithValue(ctx, queryCounterKey{}, true)
+	case sqlRecordLastUse:
+		c.lastUses.Add(1)
+	}
+	if c.onQuery != nil {
+		c.onQuery(d)
+	}
+	switch d.SQL {
+	case sqlKeyByHash:
 		if c.hold != nil {
 			<-c.hold
 		}
 		time.Sleep(c.delay)
-		return context.WithValue(ctx, queryCounterKey{}, true)
-	case sqlRecordLastUse:
-		c.lastUses.Add(1)
-		time.Sleep(c.lastUseDelay)
 	}
 	return ctx
 }

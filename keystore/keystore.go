@@ -7,7 +7,8 @@
 // connection that applies changes at once, a periodic refresh and the
 // recording of api_keys.last_used_at. Caddy configs share it through a
 // usage pool keyed by the database URL (Acquire), so a reload keeps the warm
-// cache and opens no new connections.
+// cache and opens no new connections. docs/keystore.md describes how a
+// lookup flows and what each failure looks like.
 package keystore
 
 import (
@@ -183,6 +184,16 @@ type Store struct {
 	metrics  *storeMetrics
 	claims   claims // configs using the store (share.go)
 
+	// The key filter (nil until first built), the one being built, and
+	// the lanes misses take to PostgreSQL (filter.go, lanes.go).
+	filter, building   atomic.Pointer[keyFilter]
+	normal, unverified *lane
+	// resync asks the maintenance loop to re-read the cached keys and
+	// rebuild the filter (after the LISTEN connection came up), rebuild
+	// asks it to rebuild the filter only (refresh.go).
+	resync, rebuild chan struct{}
+	warmed          atomic.Bool // the cache was warmed once
+
 	// gens[shard] changes whenever a key in that shard is invalidated; a
 	// query result is cached only if its shard's generation did not change
 	// while the query ran, so a notification is never overtaken.
@@ -193,6 +204,9 @@ type Store struct {
 	wg     sync.WaitGroup
 }
 
+// Interface guard
+var _ caddy.Destructor = (*Store)(nil)
+
 // options are for tests: an injected clock, a query tracer, whether to
 // start the background work, and shorter timeouts.
 type options struct {
@@ -200,6 +214,9 @@ type options struct {
 	tracer       pgx.QueryTracer
 	noBackground bool
 	queryTimeout time.Duration // default queryTimeout
+	// The LISTEN reconnection backoff; default listenMinBackoff and
+	// listenMaxBackoff.
+	listenMinBackoff, listenMaxBackoff time.Duration
 }
 
 // newStore builds the store and starts its background work. It does not
@@ -225,6 +242,8 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	if opts.queryTimeout == 0 {
 		opts.queryTimeout = queryTimeout
 	}
+	opts.listenMinBackoff = orDefault(opts.listenMinBackoff, listenMinBackoff)
+	opts.listenMaxBackoff = orDefault(opts.listenMaxBackoff, listenMaxBackoff)
 	set = set.withDefaults()
 	s := &Store{
 		listenCfg: cfg.ConnConfig.Copy(),
@@ -234,7 +253,8 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 		keys:      newShardedCache[keyEntry](set.CacheSize),
 		rejects:   newShardedCache[rejection](set.NegativeCacheSize),
 	}
-	s.state.wake = make(chan struct{}, 1)
+	s.state.wake, s.state.probe = make(chan struct{}, 1), make(chan struct{}, 1)
+	s.resync, s.rebuild = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.listenCfg.Tracer = nil
 	s.keys.replaced, s.keys.removed = s.keyReplaced, s.keyRemoved
 	if s.now == nil {
@@ -243,6 +263,9 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	if s.metrics, err = acquireStoreMetrics(); err != nil {
 		return nil, err
 	}
+	normal, unverified := laneSizes(int(cfg.MaxConns))
+	s.normal = newLane("normal", normal, normal*normalWaitFactor, s.metrics.shedNormal)
+	s.unverified = newLane("unverified", unverified, unverified*unverifiedWaitFactor, s.metrics.shedUnverified)
 	s.configure(set)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.pool, err = pgxpool.NewWithConfig(s.ctx, cfg)
@@ -252,8 +275,9 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 		return nil, fmt.Errorf("database_url: %w", err)
 	}
 	if !opts.noBackground {
-		s.wg.Add(3)
+		s.wg.Add(4)
 		go s.listenLoop()
+		go s.maintainLoop()
 		go s.refreshLoop()
 		go s.lastUseLoop()
 	}
@@ -282,6 +306,9 @@ func (s *Store) Destruct() error {
 
 func (s *Store) logger() *zap.Logger { return s.settings.Load().Logger }
 
+// Settings returns the settings in force (defaults filled in).
+func (s *Store) Settings() Settings { return *s.settings.Load() }
+
 // Target is the database the store reads, as host:port/database.
 func (s *Store) Target() string { return s.target }
 
@@ -309,7 +336,11 @@ func (s *Store) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, error) {
 	if s.state.pausing(now) {
 		return s.stale(e, cached, now, errPostgresDown)
 	}
-	v, err, _ := s.group.Do(string(h[:]), func() (any, error) { return s.fetch(h) })
+	l := s.normal
+	if f := s.filter.Load(); f != nil && !f.mayContain(h) {
+		l = s.unverified
+	}
+	v, err, _ := s.group.Do(string(h[:]), func() (any, error) { return s.fetch(h, l) })
 	if err != nil {
 		return s.stale(e, cached, now, err)
 	}
@@ -333,26 +364,42 @@ func (s *Store) stale(e keyEntry, cached bool, now int64, cause error) (*tenant.
 	return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, cause)
 }
 
-// fetch reads one key from PostgreSQL and caches the verdict. Concurrent
-// misses for the same hash share one call (singleflight), which runs on
-// the store's context so that one client giving up does not fail the rest.
-func (s *Store) fetch(h KeyHash) (verdict, error) {
+// fetch reads one key from PostgreSQL through lane l and caches the
+// verdict. Concurrent misses for the same hash share one call
+// (singleflight), which runs on the store's context so that one client
+// giving up does not fail the rest.
+func (s *Store) fetch(h KeyHash, l *lane) (verdict, error) {
 	gen := s.gen(h)
+	wait, cancelWait := context.WithTimeout(s.ctx, s.opts.queryTimeout)
+	err := l.enter(wait)
+	cancelWait()
+	if err != nil {
+		return verdict{}, err
+	}
+	defer l.leave()
+	// The query's own deadline starts now: time spent waiting for the
+	// lane must not make a query time out and look like a PostgreSQL
+	// failure.
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.queryTimeout)
 	defer cancel()
+	s.metrics.inFlight.Inc()
+	defer s.metrics.inFlight.Dec()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return verdict{}, s.acquireFailed(ctx, err)
+		return verdict{}, s.acquireFailed(ctx, err, l)
 	}
 	defer conn.Release()
 	start := time.Now()
 	row, found, err := queryKey(ctx, conn, h)
 	s.metrics.pgLookup.Observe(time.Since(start).Seconds())
 	if err != nil {
-		s.failed(err)
+		s.queryFailed(err)
 		return verdict{}, fmt.Errorf("querying api_keys: %w", err)
 	}
 	s.state.keyQueriesWork()
+	if found && !row.revokedAt.Valid {
+		s.addToFilter(h) // a key whose notification was missed
+	}
 	now := s.now()
 	v := decide(row, found, now)
 	if v.reject == nil {
@@ -364,12 +411,14 @@ func (s *Store) fetch(h KeyHash) (verdict, error) {
 	return v, nil
 }
 
-// acquireFailed classifies a failure to get a pool connection. Waiting for
-// a connection until the deadline is not a PostgreSQL failure (the pool is
-// busy); failing to open one is.
-func (s *Store) acquireFailed(ctx context.Context, err error) error {
+// acquireFailed classifies a failure of a lookup in lane l to get a pool
+// connection. Waiting for a connection until the deadline is not a
+// PostgreSQL failure (the pool is busy): the lookup is shed. Failing to
+// open one is a failure.
+func (s *Store) acquireFailed(ctx context.Context, err error, l *lane) error {
 	var connectErr *pgconn.ConnectError
 	if !errors.As(err, &connectErr) && ctx.Err() != nil {
+		l.shed.Inc()
 		return fmt.Errorf("%w: no PostgreSQL connection free in time", ErrBusy)
 	}
 	s.failed(err)
@@ -383,6 +432,21 @@ func (s *Store) failed(err error) {
 	}
 	s.metrics.pgErrors.Inc()
 	s.state.failure(s.now(), err)
+}
+
+// queryFailed records a failed query. A query that ran out of time while
+// the LISTEN connection is up proves little: PostgreSQL may be slow, or
+// this process starved of CPU by a flood. Instead of pausing every miss
+// and reporting an outage, it asks the LISTEN connection to check
+// PostgreSQL now; an unreachable or hung server fails that check, and the
+// reconnection that follows reports it.
+func (s *Store) queryFailed(err error) {
+	if pgconn.Timeout(err) && s.state.listening.Load() && s.ctx.Err() == nil {
+		s.metrics.pgErrors.Inc()
+		signal(s.state.probe)
+		return
+	}
+	s.failed(err)
 }
 
 // remember caches a verdict read while h's shard was at generation gen.
@@ -430,4 +494,23 @@ func (s *Store) snapshotGens() (gens [cacheShards]uint64) {
 		gens[i] = s.gens[i].Load()
 	}
 	return gens
+}
+
+// addToFilter adds a key hash to the filter and to the one being built,
+// and asks for a rebuild when the filter is fuller than it was sized for.
+func (s *Store) addToFilter(h KeyHash) {
+	if f := s.building.Load(); f != nil {
+		f.add(h)
+	}
+	if f := s.filter.Load(); f != nil && f.add(h) {
+		signal(s.rebuild)
+	}
+}
+
+// signal wakes whoever waits on c (capacity 1) without blocking.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }

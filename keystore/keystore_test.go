@@ -12,7 +12,7 @@ import (
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
-func TestPGLookupReturnsTheKeysIdentity(t *testing.T) {
+func TestLookupReturnsTheKeysIdentity(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	ctx := context.Background()
@@ -27,9 +27,9 @@ func TestPGLookupReturnsTheKeysIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := testStore(t, dsn, testSettings(), options{noBackground: true})
+	s := testStore(t, dsn, testSettings(), options{noBackground: true})
 
-	id, err := b.Lookup(ctx, HashKey(plain.Key))
+	id, err := s.Lookup(ctx, HashKey(plain.Key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,28 +37,28 @@ func TestPGLookupReturnsTheKeysIdentity(t *testing.T) {
 	if id.OrgID != org.ID || id.Plan != "premium" || id.KeyID != plain.ID || id.Limits != want {
 		t.Errorf("identity = %+v, want org %s plan premium key %s limits %+v", id, org.ID, plain.ID, want)
 	}
-	id, err = b.Lookup(ctx, HashKey(override.Key))
+	id, err = s.Lookup(ctx, HashKey(override.Key))
 	if err != nil || id.Plan != "enterprise" {
 		t.Errorf("key with plan override: identity %+v, err %v; want plan enterprise", id, err)
 	}
 }
 
-func TestPGCacheHitMakesNoQuery(t *testing.T) {
+func TestCacheHitMakesNoQuery(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	queries := new(queryCounter)
-	b := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
+	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 
 	h := HashKey(k.Key)
-	if _, err := b.Lookup(context.Background(), h); err != nil {
+	if _, err := s.Lookup(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
 	if n := queries.n.Load(); n != 1 {
 		t.Fatalf("first lookup made %d queries, want 1", n)
 	}
 	for range 100 {
-		if _, err := b.Lookup(context.Background(), h); err != nil {
+		if _, err := s.Lookup(context.Background(), h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,13 +67,13 @@ func TestPGCacheHitMakesNoQuery(t *testing.T) {
 	}
 }
 
-func TestPGConcurrentMissesMakeOneQuery(t *testing.T) {
+func TestConcurrentMissesMakeOneQuery(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	// The query is slowed down so that every goroutine misses while it runs.
 	queries := &queryCounter{delay: 100 * time.Millisecond}
-	b := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
+	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 
 	const n = 50
 	h := HashKey(k.Key)
@@ -83,7 +83,7 @@ func TestPGConcurrentMissesMakeOneQuery(t *testing.T) {
 	for range n {
 		wg.Go(func() {
 			<-start
-			_, err := b.Lookup(context.Background(), h)
+			_, err := s.Lookup(context.Background(), h)
 			errs <- err
 		})
 	}
@@ -100,34 +100,36 @@ func TestPGConcurrentMissesMakeOneQuery(t *testing.T) {
 	}
 }
 
-func TestPGRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
+func TestRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
 	dsn := migratedDB(t)
 	queries := new(queryCounter)
-	s := testSettings()
-	s.NegativeCacheSize = 128
-	b := testStore(t, dsn, s, options{noBackground: true, tracer: queries})
+	set := testSettings()
+	// 16 refusals per shard: the last 10 are never the earliest-expiring
+	// among the entries sampled for eviction.
+	set.NegativeCacheSize = 1024
+	s := testStore(t, dsn, set, options{noBackground: true, tracer: queries})
 
-	const flood = 2000
+	const flood = 4000
 	var last []KeyHash
 	for i := range flood {
 		h := HashKey(randomKey(t))
-		if _, err := b.Lookup(context.Background(), h); !errors.Is(err, ErrUnknownKey) {
+		if _, err := s.Lookup(context.Background(), h); !errors.Is(err, ErrUnknownKey) {
 			t.Fatalf("random key %d: err = %v, want ErrUnknownKey", i, err)
 		}
 		if i >= flood-10 {
 			last = append(last, h)
 		}
 	}
-	if n, bound := b.rejects.len(), b.rejects.capacity(); n > bound || bound > s.NegativeCacheSize+cacheShards {
-		t.Errorf("after %d random keys the negative cache holds %d entries; bound %d (configured %d)", flood, n, bound, s.NegativeCacheSize)
+	if n, bound := s.rejects.len(), s.rejects.capacity(); n > bound || bound > set.NegativeCacheSize+cacheShards {
+		t.Errorf("after %d random keys the negative cache holds %d entries; bound %d (configured %d)", flood, n, bound, set.NegativeCacheSize)
 	}
-	if b.keys.len() != 0 {
-		t.Errorf("unknown keys entered the positive cache: %d entries", b.keys.len())
+	if s.keys.len() != 0 {
+		t.Errorf("unknown keys entered the positive cache: %d entries", s.keys.len())
 	}
 	// The latest refusals are remembered: repeating them costs no query.
 	before := queries.n.Load()
 	for _, h := range last {
-		if _, err := b.Lookup(context.Background(), h); !errors.Is(err, ErrUnknownKey) {
+		if _, err := s.Lookup(context.Background(), h); !errors.Is(err, ErrUnknownKey) {
 			t.Fatalf("repeated random key: err = %v", err)
 		}
 	}
@@ -136,15 +138,15 @@ func TestPGRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
 	}
 }
 
-func TestPGTTLsFollowTheInjectedClock(t *testing.T) {
+func TestTTLsFollowTheInjectedClock(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
-	s := testSettings()
-	s.CacheTTL, s.NegativeCacheTTL = time.Minute, 30*time.Second
-	b := testStore(t, dsn, s, options{noBackground: true, tracer: queries, now: clock.Now})
+	set := testSettings()
+	set.CacheTTL, set.NegativeCacheTTL = time.Minute, 30*time.Second
+	s := testStore(t, dsn, set, options{noBackground: true, tracer: queries, now: clock.Now})
 	ctx := context.Background()
 	known, unknown := HashKey(k.Key), HashKey(randomKey(t))
 
@@ -152,10 +154,10 @@ func TestPGTTLsFollowTheInjectedClock(t *testing.T) {
 		t.Helper()
 		clock.Advance(advance)
 		before := queries.n.Load()
-		if _, err := b.Lookup(ctx, known); err != nil {
+		if _, err := s.Lookup(ctx, known); err != nil {
 			t.Fatalf("%s: known key: %v", what, err)
 		}
-		if _, err := b.Lookup(ctx, unknown); !errors.Is(err, ErrUnknownKey) {
+		if _, err := s.Lookup(ctx, unknown); !errors.Is(err, ErrUnknownKey) {
 			t.Fatalf("%s: unknown key: %v", what, err)
 		}
 		if got := queries.n.Load() - before; got != wantQueries {
@@ -169,25 +171,25 @@ func TestPGTTLsFollowTheInjectedClock(t *testing.T) {
 	step("positive entry expired", 2*time.Second, 1+1) // t=61s; negative (from 31s) expired too
 }
 
-func TestPGCachedKeyExpiresOnTime(t *testing.T) {
+func TestCachedKeyExpiresOnTime(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, time.Hour)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
-	s := testSettings()
-	s.CacheTTL = 24 * time.Hour
-	b := testStore(t, dsn, s, options{noBackground: true, tracer: queries, now: clock.Now})
+	set := testSettings()
+	set.CacheTTL = 24 * time.Hour
+	s := testStore(t, dsn, set, options{noBackground: true, tracer: queries, now: clock.Now})
 	h := HashKey(k.Key)
-	if _, err := b.Lookup(context.Background(), h); err != nil {
+	if _, err := s.Lookup(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(59 * time.Minute)
-	if _, err := b.Lookup(context.Background(), h); err != nil {
+	if _, err := s.Lookup(context.Background(), h); err != nil {
 		t.Fatalf("59 minutes in: %v", err)
 	}
 	clock.Advance(2 * time.Minute)
-	if _, err := b.Lookup(context.Background(), h); !errors.Is(err, ErrExpiredKey) {
+	if _, err := s.Lookup(context.Background(), h); !errors.Is(err, ErrExpiredKey) {
 		t.Fatalf("61 minutes in: err = %v, want ErrExpiredKey", err)
 	}
 	if n := queries.n.Load(); n != 1 {
@@ -195,7 +197,7 @@ func TestPGCachedKeyExpiresOnTime(t *testing.T) {
 	}
 }
 
-func TestPGRefusalsAreSpecific(t *testing.T) {
+func TestRefusalsAreSpecific(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	ctx := context.Background()
@@ -213,7 +215,7 @@ func TestPGRefusalsAreSpecific(t *testing.T) {
 	if _, err := NewAdmin(conn).DisableOrg(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
-	b := testStore(t, dsn, testSettings(), options{noBackground: true})
+	s := testStore(t, dsn, testSettings(), options{noBackground: true})
 	for _, c := range []struct {
 		name string
 		key  string
@@ -225,71 +227,71 @@ func TestPGRefusalsAreSpecific(t *testing.T) {
 		{"unknown", randomKey(t), ErrUnknownKey},
 	} {
 		for _, round := range []string{"from Postgres", "from the negative cache"} {
-			if _, err := b.Lookup(ctx, HashKey(c.key)); !errors.Is(err, c.want) {
+			if _, err := s.Lookup(ctx, HashKey(c.key)); !errors.Is(err, c.want) {
 				t.Errorf("%s key %s: err = %v, want %v", c.name, round, err, c.want)
 			}
 		}
 	}
 }
 
-func TestPGOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
+func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	used := seedKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
-	b := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
+	s := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
 	ctx := context.Background()
-	if _, err := b.Lookup(ctx, HashKey(used.Key)); err != nil {
+	if _, err := s.Lookup(ctx, HashKey(used.Key)); err != nil {
 		t.Fatal(err)
 	}
 
 	proxy.Cut()
 	clock.Advance(DefaultCacheTTL + time.Minute) // the cached copy is stale now
-	if id, err := b.Lookup(ctx, HashKey(used.Key)); err != nil || id.KeyID != used.ID {
+	if id, err := s.Lookup(ctx, HashKey(used.Key)); err != nil || id.KeyID != used.ID {
 		t.Errorf("cached key during the outage: %v, %v; want it served (stale-if-error)", id, err)
 	}
 	newKey := seedKey(t, conn, org.ID, 0) // created directly, not through the proxy
-	_, err := b.Lookup(ctx, HashKey(newKey.Key))
+	_, err := s.Lookup(ctx, HashKey(newKey.Key))
 	if !errors.Is(err, ErrStoreUnavailable) || IsRejection(err) {
 		t.Errorf("uncached key during the outage: err = %v, want ErrStoreUnavailable (503), not a refusal", err)
 	}
-	if r := b.health(false); r.Status != tenant.StatusDegraded {
+	if r := s.health(false); r.Status != tenant.StatusDegraded {
 		t.Errorf("health during the outage with cached keys = %+v, want degraded", r)
 	}
 
 	proxy.Restore()
 	clock.Advance(2 * retryPause)
-	if id, err := b.Lookup(ctx, HashKey(newKey.Key)); err != nil || id.KeyID != newKey.ID {
+	if id, err := s.Lookup(ctx, HashKey(newKey.Key)); err != nil || id.KeyID != newKey.ID {
 		t.Errorf("new key after recovery: %v, %v; want it accepted", id, err)
 	}
 }
 
-func TestPGStartsWithPostgresDown(t *testing.T) {
+func TestStartsWithPostgresDown(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
-	b := testStore(t, viaProxy, testSettings(), options{})
+	s := testStore(t, viaProxy, testSettings(), options{})
 	ctx := context.Background()
 	waitFor(t, 5*time.Second, "the store to notice that Postgres is down", func() bool {
-		return b.health(false).Status == tenant.StatusDown
+		return s.health(false).Status == tenant.StatusDown
 	})
-	if _, err := b.Lookup(ctx, HashKey(k.Key)); !errors.Is(err, ErrStoreUnavailable) {
+	if _, err := s.Lookup(ctx, HashKey(k.Key)); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("lookup with Postgres down: err = %v, want ErrStoreUnavailable", err)
 	}
 	proxy.Restore()
 	waitFor(t, 10*time.Second, "the store to reconnect", func() bool {
-		return b.health(false).Status == tenant.StatusOK
+		return s.health(false).Status == tenant.StatusOK
 	})
-	if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
+	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatalf("lookup after Postgres came up: %v", err)
 	}
 }
 
-func TestPGWarmStartLoadsActiveKeys(t *testing.T) {
+func TestWarmStartLoadsActiveKeys(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
@@ -299,33 +301,33 @@ func TestPGWarmStartLoadsActiveKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	queries := new(queryCounter)
-	b := testStore(t, dsn, testSettings(), options{tracer: queries})
-	waitFor(t, 5*time.Second, "the LISTEN connection", b.state.listening.Load)
+	s := testStore(t, dsn, testSettings(), options{tracer: queries})
+	waitFor(t, 5*time.Second, "the warm start", func() bool { return s.keys.len() == len(active) })
 	for _, k := range active {
-		if _, err := b.Lookup(context.Background(), HashKey(k.Key)); err != nil {
+		if _, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if n := queries.n.Load(); n != 0 {
 		t.Errorf("lookups of active keys after warm start made %d queries, want 0", n)
 	}
-	if _, err := b.Lookup(context.Background(), HashKey(revoked.Key)); !errors.Is(err, ErrRevokedKey) {
+	if _, err := s.Lookup(context.Background(), HashKey(revoked.Key)); !errors.Is(err, ErrRevokedKey) {
 		t.Errorf("revoked key: %v", err)
 	}
 }
 
-func TestPGNotificationsInvalidateAtOnce(t *testing.T) {
+func TestNotificationsInvalidateAtOnce(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	k1, k2 := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
-	s := testSettings()
-	s.CacheTTL = 24 * time.Hour
-	b := testStore(t, dsn, s, options{})
-	waitFor(t, 5*time.Second, "the LISTEN connection", b.state.listening.Load)
+	set := testSettings()
+	set.CacheTTL = 24 * time.Hour
+	s := testStore(t, dsn, set, options{})
+	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	for _, k := range []NewAPIKey{k1, k2} {
-		if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
+		if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -334,64 +336,64 @@ func TestPGNotificationsInvalidateAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the revoked key to be refused", func() bool {
-		_, err := b.Lookup(ctx, HashKey(k1.Key))
+		_, err := s.Lookup(ctx, HashKey(k1.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
 	if _, err := conn.Exec(ctx, `UPDATE organizations SET plan_tier = 'enterprise' WHERE id = $1`, org.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the organization's new plan", func() bool {
-		id, err := b.Lookup(ctx, HashKey(k2.Key))
+		id, err := s.Lookup(ctx, HashKey(k2.Key))
 		return err == nil && id.Plan == "enterprise"
 	})
 	if _, err := NewAdmin(conn).DisableOrg(ctx, org.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the disabled organization's key to be refused", func() bool {
-		_, err := b.Lookup(ctx, HashKey(k2.Key))
+		_, err := s.Lookup(ctx, HashKey(k2.Key))
 		return errors.Is(err, ErrDisabledOrg)
 	})
 }
 
-func TestPGResyncsAfterTheListenConnectionDies(t *testing.T) {
+func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	ctx := context.Background()
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
-	s := testSettings()
-	s.CacheTTL = 24 * time.Hour
-	b := testStore(t, viaProxy, s, options{})
-	waitFor(t, 5*time.Second, "the LISTEN connection", b.state.listening.Load)
-	if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
+	set := testSettings()
+	set.CacheTTL = 24 * time.Hour
+	s := testStore(t, viaProxy, set, options{})
+	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
 	}
 
 	proxy.Cut() // kills the LISTEN connection: the revocation's notification is lost
-	waitFor(t, 5*time.Second, "the store to notice", func() bool { return !b.state.listening.Load() })
+	waitFor(t, 5*time.Second, "the store to notice", func() bool { return !s.state.listening.Load() })
 	if _, err := NewAdmin(conn).RevokeKey(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
+	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatalf("cached key while Postgres is cut off: %v (want it still served)", err)
 	}
 	proxy.Restore()
 	waitFor(t, 10*time.Second, "the resync to refuse the revoked key", func() bool {
-		_, err := b.Lookup(ctx, HashKey(k.Key))
+		_, err := s.Lookup(ctx, HashKey(k.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
 }
 
-func TestPGRefreshRereadsCachedKeys(t *testing.T) {
+func TestRefreshRereadsCachedKeys(t *testing.T) {
 	dsn := migratedDB(t)
 	conn := connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	kept, revoked, deleted := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
 	queries := new(queryCounter)
-	b := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
+	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 	for _, k := range []NewAPIKey{kept, revoked, deleted} {
-		if _, err := b.Lookup(ctx, HashKey(k.Key)); err != nil {
+		if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -402,17 +404,17 @@ func TestPGRefreshRereadsCachedKeys(t *testing.T) {
 	if _, err := conn.Exec(ctx, `DELETE FROM api_keys WHERE id = $1`, deleted.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.revalidate(); err != nil {
+	if err := s.revalidate(); err != nil {
 		t.Fatal(err)
 	}
 	before := queries.n.Load()
-	if _, err := b.Lookup(ctx, HashKey(kept.Key)); err != nil {
+	if _, err := s.Lookup(ctx, HashKey(kept.Key)); err != nil {
 		t.Errorf("kept key: %v", err)
 	}
-	if _, err := b.Lookup(ctx, HashKey(revoked.Key)); !errors.Is(err, ErrRevokedKey) {
+	if _, err := s.Lookup(ctx, HashKey(revoked.Key)); !errors.Is(err, ErrRevokedKey) {
 		t.Errorf("revoked key after refresh: %v", err)
 	}
-	if _, err := b.Lookup(ctx, HashKey(deleted.Key)); !errors.Is(err, ErrUnknownKey) {
+	if _, err := s.Lookup(ctx, HashKey(deleted.Key)); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("deleted key after refresh: %v", err)
 	}
 	if n := queries.n.Load() - before; n != 0 {
@@ -420,15 +422,15 @@ func TestPGRefreshRereadsCachedKeys(t *testing.T) {
 	}
 }
 
-func TestPGNotificationOvertakingAQueryIsNotLost(t *testing.T) {
-	b := testStore(t, "postgres://127.0.0.1:1/none", testSettings(), options{noBackground: true})
+func TestNotificationOvertakingAQueryIsNotLost(t *testing.T) {
+	s := testStore(t, "postgres://127.0.0.1:1/none", testSettings(), options{noBackground: true})
 	var h KeyHash
 	_, _ = rand.Read(h[:])
-	gen := b.gen(h)
-	b.invalidate(h) // arrives while the (simulated) query runs
+	gen := s.gen(h)
+	s.invalidate(h) // arrives while the (simulated) query runs
 	v := verdict{entry: keyEntry{rec: &cachedKey{Identity: *tenant.NewIdentity("o", "basic", "k", tenant.LimitOverrides{})}}}
-	b.remember(h, v, gen, time.Now())
-	if _, ok := b.keys.get(h); ok {
+	s.remember(h, v, gen, time.Now())
+	if _, ok := s.keys.get(h); ok {
 		t.Error("a query result older than an invalidation was cached")
 	}
 }

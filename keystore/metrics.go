@@ -23,6 +23,9 @@ type storeMetrics struct {
 	pgLookup prometheus.Observer
 	pgErrors prometheus.Counter
 
+	shedNormal, shedUnverified prometheus.Counter
+	inFlight                   prometheus.Gauge
+
 	collectors []prometheus.Collector
 }
 
@@ -40,19 +43,33 @@ func newStoreMetrics() *storeMetrics {
 		Namespace: "tenantgate", Subsystem: "auth", Name: "postgres_errors_total",
 		Help: "Contacts with PostgreSQL that failed (unreachable, timeout, error).",
 	})
+	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantgate", Subsystem: "auth", Name: "postgres_lookups_shed_total",
+		Help: "Key lookups not sent to PostgreSQL because their lane was full or no pool connection was free in time (503 for that request), by lane: normal (keys the key filter knows) or unverified (keys it does not: forged, or created a moment ago).",
+	}, []string{"lane"})
+	inFlight := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "tenantgate", Subsystem: "auth", Name: "postgres_lookups_in_flight",
+		Help: "Key lookups holding a lane slot: being sent to PostgreSQL or answered by it.",
+	})
 	return &storeMetrics{
-		cacheHit:      cache.WithLabelValues("hit"),
-		cacheMiss:     cache.WithLabelValues("miss"),
-		cacheNegative: cache.WithLabelValues("negative"),
-		cacheStale:    cache.WithLabelValues("stale"),
-		pgLookup:      lookup,
-		pgErrors:      pgErrors,
-		collectors:    []prometheus.Collector{cache, lookup, pgErrors},
+		cacheHit:       cache.WithLabelValues("hit"),
+		cacheMiss:      cache.WithLabelValues("miss"),
+		cacheNegative:  cache.WithLabelValues("negative"),
+		cacheStale:     cache.WithLabelValues("stale"),
+		pgLookup:       lookup,
+		pgErrors:       pgErrors,
+		shedNormal:     shed.WithLabelValues("normal"),
+		shedUnverified: shed.WithLabelValues("unverified"),
+		inFlight:       inFlight,
+		collectors:     []prometheus.Collector{cache, lookup, pgErrors, shed, inFlight},
 	}
 }
 
 // Destruct implements caddy.Destructor.
 func (*storeMetrics) Destruct() error { return nil }
+
+// Interface guard
+var _ caddy.Destructor = (*storeMetrics)(nil)
 
 // acquireStoreMetrics returns the shared collectors; each call is matched
 // by a releaseStoreMetrics.

@@ -23,6 +23,12 @@ const (
 	sqlKeysByHash  = `SELECT ` + keyColumns + keyFrom + ` WHERE k.key_hash = ANY($1::bytea[])`
 	sqlActiveKeys  = `SELECT ` + keyColumns + keyFrom + ` WHERE k.revoked_at IS NULL AND o.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC LIMIT $1`
 	refreshBatchSz = 1000
+
+	// The key filter holds every key that is not revoked, whatever its
+	// organization's state or its expiry, since both can change back
+	// without a notification naming the key.
+	sqlCountFilterKeys = `SELECT count(*) FROM api_keys WHERE revoked_at IS NULL`
+	sqlFilterKeys      = `SELECT key_hash FROM api_keys WHERE revoked_at IS NULL`
 )
 
 // keyRow is one key as read from Postgres.
@@ -72,6 +78,26 @@ func queryKeys(ctx context.Context, q querier, hashes []KeyHash) ([]keyRow, erro
 		return nil, err
 	}
 	return pgx.CollectRows(rows, scanKeyRow)
+}
+
+// forEachFilterKey streams the hash of every key that is not revoked to fn,
+// reading each in place: memory does not grow with the number of keys.
+func forEachFilterKey(ctx context.Context, q querier, fn func(KeyHash)) error {
+	rows, err := q.Query(ctx, sqlFilterKeys)
+	if err != nil {
+		return err
+	}
+	var raw pgtype.DriverBytes
+	var h KeyHash
+	_, err = pgx.ForEachRow(rows, []any{&raw}, func() error {
+		if len(raw) != len(h) {
+			return errors.New("api_keys.key_hash is not 32 bytes")
+		}
+		copy(h[:], raw)
+		fn(h)
+		return nil
+	})
+	return err
 }
 
 // forEachActiveKey streams up to limit usable keys, newest first, to fn.

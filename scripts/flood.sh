@@ -1,29 +1,45 @@
 #!/usr/bin/env bash
-# A denial flood must cost little. One organization sends 20× its limit
-# while another sends steady traffic; this measures
+# Floods must cost little. Two modes:
+#
+# Rate-limit flood (default). One organization sends 20× its limit while
+# another sends steady traffic; this measures
 #   1. the Redis calls the flood causes (EVALSHA count from INFO
 #      commandstats, before and after a flood-only run), against the number
 #      of flood requests: the over-limit fast path answers denials in
 #      process, so calls stay near the flooder's admitted requests;
 #   2. the other organization's p50/p99 latency with and without the flood
 #      (alternating runs, medians).
+# It starts a private redis-server on a free port (so the command counts
+# are its own), one Caddy with tenant_auth + tenant_ratelimit on that Redis,
+# and paced wrk clients (wrk's delay()).
 #
-# It builds the gateway and the benchmark backend and starts a private
-# redis-server on a free port (so the command counts are its own), one
-# Caddy with tenant_auth + tenant_ratelimit on that Redis, and paced wrk
-# clients (wrk's delay()).
+# Forged-key flood (-k). -c connections send forged but well-formed keys
+# (valid checksums: anyone can mint them) at once, -q requests each, with
+# PostgreSQL made -l away (each way) by a delaying proxy. In the middle of
+# the burst a legitimate key created after the gateway started (so never
+# cached) is sent once, and /health/ready is read, each on a connection
+# opened before the burst. It prints what they got, the most key lookups in
+# flight to PostgreSQL (the gateway's gauge, sampled every 10 ms), and how
+# many lookups were shed (503) or reached PostgreSQL. It needs DATABASE_URL
+# (a scratch database is created next to it and dropped at the end) and psql.
 #
 # Usage: scripts/flood.sh [-d duration] [-r rounds]     (defaults: -d 10s -r 3)
+#        DATABASE_URL=postgres://… scripts/flood.sh -k [-c connections] [-q requests] [-l latency]
+#                                                       (defaults: -c 8000 -q 1 -l 10ms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10s rounds=3
-while getopts "d:r:h" opt; do
+duration=10s rounds=3 keys_mode="" connections=8000 per_conn=1 latency=10ms
+while getopts "d:r:kc:q:l:h" opt; do
 	case $opt in
 	d) duration=$OPTARG ;;
 	r) rounds=$OPTARG ;;
+	k) keys_mode=1 ;;
+	c) connections=$OPTARG ;;
+	q) per_conn=$OPTARG ;;
+	l) latency=$OPTARG ;;
 	*)
-		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac
@@ -32,6 +48,100 @@ done
 script=flood
 next_port=${FLOOD_BASE_PORT:-19400}
 . scripts/lib.sh
+
+# forged_key_flood is the -k mode.
+forged_key_flood() {
+	[ -n "${DATABASE_URL:-}" ] || die "-k needs DATABASE_URL: a PostgreSQL server where a scratch database may be created"
+	command -v psql >/dev/null || die "psql is required"
+	local base=${DATABASE_URL%%\?*}
+	local params=${DATABASE_URL#"$base"}
+	local db=tenantgate_flood_$$
+	local db_url="${base%/*}/$db$params"
+	# host:port of the server, for the delaying proxy
+	local hostport
+	hostport=$(sed -E 's#^[a-z]+://([^@/]*@)?([^/]*)/.*#\2#' <<<"$base")
+	[[ $hostport == *:* ]] || hostport=$hostport:5432
+
+	echo "flood: building the gateway and the tools" >&2
+	go build -o "$work/caddy" ./cmd/caddy
+	go build -o "$work/delayproxy" ./scripts/delayproxy
+	go build -o "$work/keyflood" ./scripts/keyflood
+	psql "$DATABASE_URL" -qc "CREATE DATABASE $db" >/dev/null
+	cleanup_hooks+=("psql \"\$DATABASE_URL\" -qc 'DROP DATABASE IF EXISTS $db WITH (FORCE)' >/dev/null 2>&1")
+	DATABASE_URL=$db_url "$work/caddy" tenant migrate >/dev/null
+	local org
+	org=$(DATABASE_URL=$db_url "$work/caddy" tenant org create --name flood --plan basic --json |
+		sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+
+	"$work/delayproxy" -target "$hostport" -delay "$latency" >"$work/proxy.addr" &
+	pids+=($!)
+	for _ in $(seq 1 100); do
+		[ -s "$work/proxy.addr" ] && break
+		sleep 0.05
+	done
+	local proxied=${db_url/"$hostport"/$(cat "$work/proxy.addr")}
+
+	alloc_port
+	local admin_port=$PORT
+	alloc_port
+	local port=$PORT
+	cat >"$work/Caddyfile" <<-CADDYFILE
+		{
+			admin 127.0.0.1:$admin_port
+		}
+		:$port {
+			handle /health* {
+				tenant_health
+			}
+			route {
+				tenant_auth {
+					database_url "$proxied"
+				}
+				respond "ok" 200
+			}
+		}
+	CADDYFILE
+	"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+	local gateway=$!
+	pids+=($gateway)
+	wait_port "$port" gateway
+	for _ in $(seq 1 200); do
+		grep -q '"key cache warmed"' "$work/caddy.log" && break
+		sleep 0.05
+	done
+	grep -q '"key filter built"' "$work/caddy.log" || die "the gateway did not build its key filter: $(tail -3 "$work/caddy.log")"
+
+	# Created now, the legitimate key is in no cache; its notification puts
+	# it in the key filter.
+	local legit
+	legit=$(DATABASE_URL=$db_url "$work/caddy" tenant key create --org-id "$org" --name legit --json |
+		sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+	echo "flood: $connections connections × $per_conn request(s) of forged keys at once, PostgreSQL $latency away (each way)" >&2
+	"$work/keyflood" -url "http://127.0.0.1:$port/" -n "$connections" -r "$per_conn" -key "$legit" \
+		-ready "http://127.0.0.1:$port/health/ready" -metrics "http://127.0.0.1:$admin_port/metrics" >"$work/keyflood.out"
+	kill -0 "$gateway" 2>/dev/null || die "the gateway died: $(tail -3 "$work/caddy.log")"
+
+	echo
+	echo "forged-key flood, PostgreSQL $latency away each way:"
+	sed 's/^/  /' "$work/keyflood.out"
+	echo "  lookups that reached PostgreSQL: $(gateway_metric tenantgate_auth_postgres_lookup_seconds_count)"
+	echo "  lookups shed (503): unverified lane $(gateway_metric 'tenantgate_auth_postgres_lookups_shed_total{lane="unverified"}'), normal lane $(gateway_metric 'tenantgate_auth_postgres_lookups_shed_total{lane="normal"}')"
+	echo "  PostgreSQL errors: $(gateway_metric tenantgate_auth_postgres_errors_total)"
+}
+
+# gateway_metric <name{labels}>: the value on the gateway's admin endpoint.
+gateway_metric() {
+	curl -s "http://127.0.0.1:$admin_port/metrics" |
+		awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+if [ -n "$keys_mode" ]; then
+	forged_key_flood
+	exit 0
+fi
+
 command -v redis-server >/dev/null || die "redis-server is not installed; on Debian/Ubuntu: apt-get install -y (as root) redis-server"
 build_and_start_backend
 alloc_port

@@ -10,9 +10,13 @@ command -v go >/dev/null || die "go is not installed"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tenantgate-$script.XXXXXX")
 pids=()
+# cleanup_hooks are commands the sourcing script adds (e.g. dropping a
+# scratch database); they run after the processes are stopped.
+cleanup_hooks=()
 cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	for hook in "${cleanup_hooks[@]}"; do eval "$hook" || true; done
 	rm -rf "$work"
 }
 trap cleanup EXIT

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Resident memory of a gateway whose key cache holds N database keys (default
-# 1 000 000), against the same gateway with no keys.
+# 1 000 000), against the same gateway with no keys; and of one whose cache
+# is tiny (64) while its key filter holds all N keys, which is what the
+# filter costs.
 #
 # It creates a scratch database next to DATABASE_URL's (dropped at the end),
 # inserts N keys with SQL, starts the gateway with `cache_size N` (the warm
 # start loads them all), waits until the cache is warm and memory is settled,
 # and reads VmRSS from /proc and Go's heap from the admin endpoint. Then the
-# same with an empty key table.
+# same with an empty key table, and with `cache_size 64`.
 #
 # Usage: DATABASE_URL=postgres://… scripts/memory.sh [keys]
 set -euo pipefail
@@ -43,8 +45,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port=19300 admin=19301
 while ! port_free $port || ! port_free $admin; do port=$((port + 2)) admin=$((admin + 2)); done
 
-# measure <label>: runs the gateway until its key cache is warm, prints
-# "<rss kB> <heap-in-use bytes> <keys cached>".
+# measure <label> <cache size>: runs the gateway until its key cache is
+# warm, prints "<rss kB> <heap-in-use bytes> <keys cached>".
 measure() {
 	cat >"$work/Caddyfile" <<EOF
 {
@@ -53,7 +55,7 @@ measure() {
 :$port {
 	tenant_auth {
 		database_url "$db_url"
-		cache_size $keys
+		cache_size $2
 	}
 	respond "ok"
 }
@@ -78,7 +80,7 @@ EOF
 	rm -f "$work/gateway.pid"
 }
 
-read -r empty_rss empty_heap empty_keys < <(measure empty)
+read -r empty_rss empty_heap empty_keys < <(measure empty "$keys")
 
 echo "memory: inserting $keys keys" >&2
 psql "$db_url" -q >/dev/null <<EOF
@@ -88,11 +90,15 @@ SELECT '$org', 'memory ' || i, 'sk_live_mem0', sha256(convert_to('memory-key-' |
 FROM generate_series(1, $keys) AS i;
 EOF
 
-read -r full_rss full_heap full_keys < <(measure full)
+read -r full_rss full_heap full_keys < <(measure full "$keys")
+read -r filter_rss filter_heap filter_keys < <(measure filter 64)
 
 echo
 printf "%-28s %14s %14s %10s\n" "gateway" "RSS (MB)" "Go heap (MB)" "keys"
 printf "%-28s %14.1f %14.1f %10d\n" "empty key table" "$((empty_rss))e-3" "$((empty_heap))e-6" "$empty_keys"
 printf "%-28s %14.1f %14.1f %10d\n" "$keys keys cached" "$((full_rss))e-3" "$((full_heap))e-6" "$full_keys"
+printf "%-28s %14.1f %14.1f %10d\n" "$keys keys, cache_size 64" "$((filter_rss))e-3" "$((filter_heap))e-6" "$filter_keys"
 awk -v a="$empty_rss" -v b="$full_rss" -v n="$full_keys" 'BEGIN {
-	printf "difference: %.1f MB resident, %.0f bytes per cached key\n", (b - a) / 1000, (b - a) * 1000 / n }'
+	printf "difference: %.1f MB resident, %.0f bytes per cached key (key filter included)\n", (b - a) / 1000, (b - a) * 1000 / n }'
+awk -v a="$empty_heap" -v b="$filter_heap" -v n="$keys" 'BEGIN {
+	printf "key filter alone: %.1f MB of Go heap, %.1f bytes per key\n", (b - a) / 1e6, (b - a) / n }'

@@ -1,6 +1,6 @@
-// Package faultproxy is a TCP proxy for tests that can cut and restore the
-// path to a real Postgres or Redis, so outages are injected for real without
-// touching the shared servers (DESIGN §7).
+// Package faultproxy is a TCP proxy for tests that can cut, restore or slow
+// down the path to a real Postgres or Redis, so outages and distant servers
+// are simulated for real without touching the shared servers.
 package faultproxy
 
 import (
@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Mode is what the proxy does with traffic.
@@ -33,6 +35,8 @@ type Proxy struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	delay atomic.Int64 // one-way latency added to every chunk, ns
 }
 
 // New starts a proxy on 127.0.0.1 (a free port) to target.
@@ -72,6 +76,11 @@ func (p *Proxy) SetMode(m Mode) {
 		_ = c.Close()
 	}
 }
+
+// SetDelay makes the target look far away: every chunk of data is held
+// for d in each direction (a request and its answer take 2d more), on
+// open connections too. Throughput is not limited. 0 turns it off.
+func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
 
 // Cut makes the target unreachable (Refuse) and drops open connections.
 func (p *Proxy) Cut() { p.SetMode(Refuse) }
@@ -167,7 +176,45 @@ func (p *Proxy) serve(client net.Conn) {
 	}
 	defer p.untrack(upstream)
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(upstream, client); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(client, upstream); done <- struct{}{} }()
+	go func() { p.forward(upstream, client); done <- struct{}{} }()
+	go func() { p.forward(client, upstream); done <- struct{}{} }()
 	<-done
+}
+
+// chunk is data read from one side, due to be written to the other.
+type chunk struct {
+	data []byte
+	due  time.Time
+}
+
+// forward copies src to dst, holding each chunk for the proxy's delay. A
+// reader goroutine keeps reading meanwhile, so latency adds up only once
+// per chunk, not per chunk in flight.
+func (p *Proxy) forward(dst, src net.Conn) {
+	chunks := make(chan chunk, 256)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case chunks <- chunk{data: buf[:n], due: time.Now().Add(time.Duration(p.delay.Load()))}:
+				case <-stop:
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range chunks {
+		time.Sleep(time.Until(c.due))
+		if _, err := dst.Write(c.data); err != nil {
+			return
+		}
+	}
 }

@@ -64,6 +64,9 @@ type HealthApp struct {
 	starts []func()
 }
 
+// Interface guard
+var _ caddy.App = (*HealthApp)(nil)
+
 // dependency is one registered check of one dependency.
 type dependency struct {
 	kind, target string
@@ -167,6 +170,3 @@ func HealthFromContext(ctx caddy.Context) (*HealthApp, error) {
 	}
 	return app.(*HealthApp), nil
 }
-
-// Interface guard
-var _ caddy.App = (*HealthApp)(nil)
