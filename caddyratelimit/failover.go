@@ -277,10 +277,13 @@ func (d *deniedOrgs) remember(orgID string, dec Decision, now int64, l Limits) {
 }
 
 // Probe backoff after a Redis failure: the first retry comes after
-// minBackoff, each further failure doubles the wait up to maxBackoff.
+// minBackoff, each further failure doubles the wait up to maxBackoff. The
+// cap is what a Redis that is back may wait for its first probe (under
+// on_redis_error deny: how long 503s go on), so it stays near a second; a
+// hung Redis then costs one redis_timeout per second per gateway.
 const (
 	minBackoff = 250 * time.Millisecond
-	maxBackoff = 5 * time.Second
+	maxBackoff = time.Second
 )
 
 // breaker keeps a failing Redis off the request path. While Redis answers,

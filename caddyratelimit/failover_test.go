@@ -159,6 +159,48 @@ func TestFailoverDenyAnswersUnavailable(t *testing.T) {
 	fx.restoreAndExpectRedis(t, p)
 }
 
+// TestDenyRecoversWithinASecondOfRedisReturning: after a long outage
+// under on_redis_error deny, the 503s stop within about a second of Redis
+// answering again, wherever in its backoff the breaker was: the backoff
+// is capped near 1 s. On the injected clock, so counted, not timed.
+func TestDenyRecoversWithinASecondOfRedisReturning(t *testing.T) {
+	fx := newFailoverFixture(t, onErrorDeny, 200*time.Millisecond)
+	p := newPolicy("tiny", tinyLimits)
+	const step = 50 * time.Millisecond
+	fx.proxy.Cut()
+	// A minute of outage with a request every 50 ms: the breaker probes
+	// Redis whenever its backoff allows, and every probe fails.
+	for range int(time.Minute / step) {
+		if _, err := fx.allow(t, "org", p); err == nil {
+			t.Fatal("a decision while Redis is cut under on_redis_error deny")
+		}
+		fx.clock.Advance(step)
+	}
+	// Redis comes back right after a failed probe: the worst moment.
+	for calls := fx.redis.calls.Load(); fx.redis.calls.Load() == calls; fx.clock.Advance(step) {
+		if _, err := fx.allow(t, "org", p); err == nil {
+			t.Fatal("a decision while Redis is cut")
+		}
+	}
+	fx.proxy.Restore()
+	var waited time.Duration
+	for {
+		_, err := fx.allow(t, "org", p)
+		if err == nil {
+			break
+		}
+		var ue *unavailableError
+		if !errors.As(err, &ue) || ue.retryIn > maxBackoff {
+			t.Fatalf("err %v: want a 503 whose Retry-After is at most the backoff cap", err)
+		}
+		if waited > 1100*time.Millisecond {
+			t.Fatalf("Redis answers again, and requests were still refused %s later", waited)
+		}
+		fx.clock.Advance(step)
+		waited += step
+	}
+}
+
 // TestHungRedisCostsOneTimeoutPerBackoff: Redis accepts connections but
 // never answers. Only the first request and then one probe per backoff
 // period reach it (each costing one redis_timeout); every other request is

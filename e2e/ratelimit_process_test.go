@@ -165,9 +165,34 @@ func TestRateLimitRedisOutage(t *testing.T) {
 	}
 	assertReady(t, deny, http.StatusServiceUnavailable, "down")
 
-	// Redis "restarted" on the same address: within a few backoff periods
-	// both gateways decide on Redis again (the counter there moves).
+	// Four seconds more of outage, with requests: the deny gateway's
+	// breaker keeps probing Redis and backing off meanwhile.
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if r := getWithKey(t, client, deny.URL+"/api/x", "sk_test_outage"); r.status != http.StatusServiceUnavailable {
+			t.Fatalf("on_redis_error deny during the outage: %d, want 503", r.status)
+		}
+	}
+
+	// Redis "restarted" on the same address: under deny, the 503s stop
+	// within about a second (polled with a deadline: a bound on
+	// correctness, with slack for a busy machine, not a benchmark).
 	proxy.Restore()
+	restored := time.Now()
+	for {
+		r := getWithKey(t, client, deny.URL+"/api/x", "sk_test_outage")
+		if r.status != http.StatusServiceUnavailable {
+			if r.status != http.StatusOK {
+				t.Fatalf("deny gateway after the restore: %d %s", r.status, r.body)
+			}
+			break
+		}
+		if waited := time.Since(restored); waited > 2*time.Second {
+			t.Fatalf("deny gateway still answered 503 %s after Redis was back", waited.Round(time.Millisecond))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Both gateways decide on Redis again (the counter there moves).
 	before := rdb.Get(ctx, counter).Val()
 	deadline := time.Now().Add(15 * time.Second)
 	for _, g := range []*gatewayProcess{local, deny} {
