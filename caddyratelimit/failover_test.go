@@ -269,6 +269,44 @@ func TestHungRedisCostsOneTimeoutPerBackoff(t *testing.T) {
 	}
 }
 
+// TestHungRedisBatchPaysNoSecondTimeout: requests of one organization
+// queued behind a call to a hung Redis are decided by the fallback as soon
+// as that call times out: no second call, so no second timeout.
+func TestHungRedisBatchPaysNoSecondTimeout(t *testing.T) {
+	fx := newFailoverFixture(t, onErrorLocal, 300*time.Millisecond)
+	p := newPolicy("big", Limits{PerMinute: 1000, PerDay: 100000})
+	decide(t, fx.f, "org", p)
+	base := fx.redis.calls.Load()
+	fx.proxy.SetMode(faultproxy.Hang)
+
+	results := make(chan Decision, 20)
+	ask := func() {
+		d, err := fx.allow(t, "org", p)
+		if err != nil {
+			t.Errorf("decision failed: %v", err)
+		}
+		results <- d
+	}
+	go ask()
+	for fx.redis.calls.Load() == base { // the first request's call hangs
+		time.Sleep(time.Millisecond)
+	}
+	for range 19 {
+		go ask()
+	}
+	for fx.f.batches.waitingMembers(batchKey{"org", p}) != 19 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 20 {
+		if d := <-results; d.Source != SourceFallback {
+			t.Errorf("decided by %s, want the fallback", d.Source)
+		}
+	}
+	if got := fx.redis.calls.Load() - base; got != 1 {
+		t.Fatalf("%d calls to the hung Redis for one organization, want 1: the waiting batch must inherit the timeout", got)
+	}
+}
+
 func TestOverLimitFastPath(t *testing.T) {
 	fx := newFailoverFixture(t, onErrorLocal, time.Second)
 	p := newPolicy("tiny", tinyLimits)
@@ -347,15 +385,22 @@ type blockingRunner struct {
 	calls   []int64
 	release chan struct{}
 	answer  func(n int64) (batchResult, error)
+	failing error // what redisFailing reports
 }
 
-func (r *blockingRunner) runRedis(_ context.Context, _ string, _ *Policy, n int64) (batchResult, error) {
+func (r *blockingRunner) runRedis(ctx context.Context, _ string, _ *Policy, n int64) (batchResult, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, n)
 	r.mu.Unlock()
-	<-r.release
-	return r.answer(n)
+	select {
+	case <-r.release:
+		return r.answer(n)
+	case <-ctx.Done():
+		return batchResult{}, ctx.Err()
+	}
 }
+
+func (r *blockingRunner) redisFailing() error { return r.failing }
 
 // waitingMembers is how many requests wait in key's next batch.
 func (c *coalescer) waitingMembers(key batchKey) int64 {
@@ -434,6 +479,58 @@ func TestCoalescerSharesAFailedCallsError(t *testing.T) {
 	for range 3 {
 		if err := <-errs; !errors.Is(err, boom) {
 			t.Errorf("err = %v, want the call's error", err)
+		}
+	}
+	// The batch that waited behind the failed call inherits its failure
+	// instead of paying for a call (a timeout, if Redis hangs) of its own.
+	if got := callsOf(run); len(got) != 1 {
+		t.Fatalf("calls made for n = %v, want [1]: the batch must not run after the call it waited for failed", got)
+	}
+}
+
+// TestCoalescerBatchAfterAnAbandonedCallFollowsTheBreaker: when the call a
+// batch waited for ended without a verdict (its client went away), the
+// batch runs only if the breaker does not consider Redis failing.
+func TestCoalescerBatchAfterAnAbandonedCallFollowsTheBreaker(t *testing.T) {
+	p := newPolicy("tiny", tinyLimits)
+	for _, failing := range []error{nil, errors.New("i/o timeout")} {
+		run := &blockingRunner{release: make(chan struct{}), failing: failing, answer: func(n int64) (batchResult, error) {
+			return batchResult{admitted: n, tokens: microTokens, dayUsed: n, now: 1}, nil
+		}}
+		var c coalescer
+		gone, leave := context.WithCancel(context.Background())
+		lone := make(chan error, 1)
+		go func() { _, err := c.decide(gone, run, "org", p); lone <- err }()
+		for len(callsOf(run)) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { _, err := c.decide(context.Background(), run, "org", p); errs <- err }()
+		}
+		for c.waitingMembers(batchKey{"org", p}) != 2 {
+			time.Sleep(time.Millisecond)
+		}
+		leave() // the lone call's client goes away
+		if err := <-lone; !errors.Is(err, context.Canceled) {
+			t.Fatalf("abandoned call: %v", err)
+		}
+		close(run.release)
+		for range 2 {
+			err := <-errs
+			if failing == nil && err != nil {
+				t.Errorf("healthy Redis: batch member got %v, want a decision", err)
+			}
+			if failing != nil && !errors.Is(err, failing) {
+				t.Errorf("Redis failing: batch member got %v, want the breaker's failure", err)
+			}
+		}
+		wantCalls := 2
+		if failing != nil {
+			wantCalls = 1
+		}
+		if got := callsOf(run); len(got) != wantCalls {
+			t.Errorf("breaker failing=%v: calls %v, want %d", failing != nil, got, wantCalls)
 		}
 	}
 }
