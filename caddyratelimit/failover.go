@@ -38,7 +38,9 @@ func (e *unavailableError) Error() string {
 // failoverLimiter decides on Redis and applies the failure policy around
 // it: the over-limit fast path, the Redis call bounded by redis_timeout
 // (shared by an organization's concurrent requests), and the breaker that
-// keeps a failing Redis off the request path.
+// keeps a failing Redis off the request path. Every Redis answer is also
+// recorded in the in-process limiter, so on_redis_error local continues
+// from the state Redis last reported instead of granting a fresh quota.
 type failoverLimiter struct {
 	redis   redisBatcher
 	batches coalescer
@@ -103,6 +105,9 @@ func (f *failoverLimiter) runRedis(ctx context.Context, orgID string, p *Policy,
 	b, err := f.redis.allowN(cctx, orgID, p, n)
 	cancel()
 	f.m.redisDuration.Observe(time.Since(start).Seconds())
+	if err == nil && f.onError == onErrorLocal {
+		f.local.learn(orgID, p.Limits, b.tokens, b.dayUsed, b.now, f.clock().UnixMicro())
+	}
 	return b, err
 }
 

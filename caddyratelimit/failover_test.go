@@ -105,8 +105,8 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 			denied++
 		}
 	}
-	if ok != 10 || denied != 20 {
-		t.Fatalf("during the outage: %d admitted, %d denied; want the in-process bucket's 10 and 20", ok, denied)
+	if ok != 9 || denied != 21 {
+		t.Fatalf("during the outage: %d admitted, %d denied; want 9 and 21 (the 9 tokens Redis said were left)", ok, denied)
 	}
 	if !fx.shared.breaker.failing.Load() {
 		t.Fatal("breaker not failing during the outage")
@@ -126,6 +126,46 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 	}
 	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
 		t.Fatalf("second request after recovery decided by %s", d.Source)
+	}
+}
+
+// TestFallbackStartsFromTheLastRedisState: with on_redis_error local, the
+// in-process fallback continues from what Redis last reported for the
+// organization, so an outage hands out no fresh quota: with 3 requests
+// left today, at most 3 more get through; with 3 tokens left in the
+// bucket, at most 3 more (plus the refill) get through.
+func TestFallbackStartsFromTheLastRedisState(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		limits Limits
+		kind   limitType
+	}{
+		{"daily quota", Limits{PerMinute: 600, PerDay: 10, Burst: 0}, limitTypeDay},
+		{"minute bucket", Limits{PerMinute: 6, PerDay: 1000, Burst: 4}, limitTypeMinute},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := newFailoverFixture(t, onErrorLocal, 200*time.Millisecond)
+			p := newPolicy("p", c.limits)
+			if got := admitted(t, fx.f, "org", p, 7); got != 7 {
+				t.Fatalf("admitted %d of 7 on Redis", got)
+			}
+			fx.proxy.Cut()
+			ok := 0
+			for i := 0; i < 10; i++ {
+				d := decide(t, fx.f, "org", p)
+				if d.Source != SourceFallback {
+					t.Fatalf("request %d during the outage decided by %s", i, d.Source)
+				}
+				if d.Allowed {
+					ok++
+				} else if d.limitType(p.Limits) != c.kind {
+					t.Errorf("denied by the %s limit, want %s", d.limitType(p.Limits), c.kind)
+				}
+			}
+			if ok != 3 {
+				t.Fatalf("during the outage %d more admitted, want 3 (what Redis said was left), not a fresh quota", ok)
+			}
+		})
 	}
 }
 

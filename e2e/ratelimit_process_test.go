@@ -217,6 +217,57 @@ func TestRateLimitRedisOutage(t *testing.T) {
 	}
 }
 
+// TestRateLimitFallbackContinuesFromRedisState: an organization with 3
+// requests left today on Redis gets at most 3 more from a gateway whose
+// Redis is then cut (on_redis_error local), not a fresh daily quota.
+func TestRateLimitFallbackContinuesFromRedisState(t *testing.T) {
+	org := uniqueOrg()
+	rdb, addr := redisForTest(t, org)
+	proxy, err := faultproxy.New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	daily := strings.Replace(redisGatewayCaddyfile, "plan tiny 6 1000 burst 4", "plan tiny 6000 10", 1)
+	g := startProcess(t, daily, "REDIS_ADDR="+proxy.Addr(), "TEST_KEY=sk_test_fallback", "TEST_ORG="+org)
+	client := httpClient()
+	for i := 1; i <= 7; i++ {
+		if r := getWithKey(t, client, g.URL+"/api/x", "sk_test_fallback"); r.status != 200 {
+			t.Fatalf("request %d on Redis: %d %s", i, r.status, r.body)
+		}
+	}
+	_, counter := rateLimitKeys(org)
+	if v := rdb.Get(context.Background(), counter).Val(); !strings.HasSuffix(v, " 7") {
+		t.Fatalf("daily counter in Redis %q, want 7 used of 10", v)
+	}
+
+	proxy.Cut()
+	var got []int
+	for range 10 {
+		r := getWithKey(t, client, g.URL+"/api/x", "sk_test_fallback")
+		got = append(got, r.status)
+		if r.status == 429 {
+			if d := check429(t, r, "0"); d["limit_type"] != "day" || d["daily_used"] != 10.0 {
+				t.Errorf("429 details %v, want the daily limit with 10 used", d)
+			}
+		}
+	}
+	ok := 0
+	for _, s := range got {
+		if s == 200 {
+			ok++
+		} else if s != 429 {
+			t.Fatalf("during the outage: statuses %v, want only 200s and 429s", got)
+		}
+	}
+	if ok != 3 {
+		t.Fatalf("during the outage %d more admitted (%v), want 3: what Redis said was left today", ok, got)
+	}
+	if !strings.Contains(g.Logs.String(), `"ratelimit_source":"fallback"`) {
+		t.Error("the access log does not show fallback decisions")
+	}
+}
+
 // TestRateLimitReloadKeepsState: the in-process limiter keeps its state
 // across a config reload.
 func TestRateLimitReloadKeepsState(t *testing.T) {
