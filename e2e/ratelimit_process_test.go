@@ -288,49 +288,6 @@ func TestRateLimitReloadKeepsState(t *testing.T) {
 	}
 }
 
-// TestRateLimitScriptAgainstDefaultCaddyfile runs scripts/test-ratelimit.sh
-// against the repository's default Caddyfile, as the README says: with its
-// defaults (in process, demo key), and with REDIS_ADDR set.
-func TestRateLimitScriptAgainstDefaultCaddyfile(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
-	run := func(t *testing.T, key string, env ...string) string {
-		demo := freePort(t)
-		env = append(env, "DEMO_BACKEND_PORT="+demo, "API_SERVICE_URL=127.0.0.1:"+demo)
-		g := startProcess(t, readDefaultCaddyfile(t), env...)
-		args := []string{"../scripts/test-ratelimit.sh", g.URL + "/api/test"}
-		if key != "" {
-			args = append(args, key)
-		}
-		out, err := exec.Command("bash", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("test-ratelimit.sh: %v\n%s", err, out)
-		}
-		for _, want := range []string{"HTTP/1.1 429", `"limit_type":"minute"`, "X-Ratelimit-Remaining-Minute: 0", "PASS"} {
-			if !strings.Contains(string(out), want) {
-				t.Errorf("output lacks %q:\n%s", want, out)
-			}
-		}
-		return string(out)
-	}
-	t.Run("in process", func(t *testing.T) {
-		out := run(t, "", "REDIS_ADDR=")
-		if !strings.Contains(out, "X-Ratelimit-Limit-Minute: 1000") {
-			t.Errorf("the demo key is not on plan premium:\n%s", out)
-		}
-	})
-	t.Run("redis", func(t *testing.T) {
-		org := uniqueOrg()
-		rdb, addr := redisForTest(t, org)
-		run(t, "sk_test_script", "REDIS_ADDR="+addr, "VALID_API_KEYS=sk_test_script:"+org+":basic")
-		bucket, counter := rateLimitKeys(org)
-		if n := rdb.Exists(context.Background(), bucket, counter).Val(); n != 2 {
-			t.Fatalf("the default Caddyfile with REDIS_ADDR did not decide on Redis (%d of 2 keys)", n)
-		}
-	})
-}
-
 // TestRateLimitAdaptErrors: `caddy adapt` refuses bad tenant_ratelimit
 // blocks with a message naming the line, and never panics.
 func TestRateLimitAdaptErrors(t *testing.T) {
