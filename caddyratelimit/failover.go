@@ -76,7 +76,9 @@ func (f *failoverLimiter) Allow(ctx context.Context, orgID string, p *Policy) (D
 			// A failure inherited from the call this request waited for
 			// was counted with that call.
 			var inherited *inheritedError
-			if !errors.As(err, &inherited) {
+			if errors.As(err, &inherited) {
+				err = inherited.err
+			} else {
 				f.m.redisErrors.Inc()
 			}
 			f.breaker.failed(err, probe, f.onError)
@@ -187,6 +189,16 @@ type inheritedError struct{ err error }
 func (e *inheritedError) Error() string { return "not sent to Redis: " + e.err.Error() }
 func (e *inheritedError) Unwrap() error { return e.err }
 
+// inherit wraps a failure for a batch that takes it over; a failure that
+// was itself inherited is passed on as it is.
+func inherit(err error) error {
+	var inherited *inheritedError
+	if errors.As(err, &inherited) {
+		return inherited
+	}
+	return &inheritedError{err}
+}
+
 // redisBatchRunner makes one bounded Redis call for n requests, and says
 // whether Redis is known to be failing.
 type redisBatchRunner interface {
@@ -232,7 +244,7 @@ func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID stri
 		switch {
 		case b.prev == errAbandoned:
 			if err := run.redisFailing(); err != nil {
-				b.err = &inheritedError{err}
+				b.err = inherit(err)
 				break
 			}
 			fallthrough
@@ -241,7 +253,7 @@ func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID stri
 			// going away must not fail it for the others.
 			b.res, b.err = run.runRedis(context.WithoutCancel(ctx), orgID, p, b.n)
 		default:
-			b.err = &inheritedError{b.prev}
+			b.err = inherit(b.prev)
 		}
 		close(b.done)
 		c.finished(key, b.err)
