@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -69,6 +70,48 @@ func BenchmarkRedisDecision(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkLearn: recording one Redis answer for the fallback (the cost
+// every Redis decision pays under on_redis_error local), 1 000 organizations.
+func BenchmarkLearn(b *testing.B) {
+	l := newLocalLimiter(0, nil)
+	defer l.Destruct()
+	orgs := benchOrgs(1000)
+	now := time.Now().UnixMicro()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			l.learn(orgs[i%len(orgs)], benchLimits, 5*microTokens, 17, now, now)
+			i++
+		}
+	})
+}
+
+// BenchmarkLearnMemory reports the heap the fallback's record takes per
+// organization (bytes/org), for 100 000 organizations.
+func BenchmarkLearnMemory(b *testing.B) {
+	const n = 100_000
+	orgs := benchOrgs(n)
+	now := time.Now().UnixMicro()
+	var perOrg float64
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		l := newLocalLimiter(0, nil)
+		for _, org := range orgs {
+			l.learn(org, benchLimits, 5*microTokens, 17, now, now)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perOrg = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(l)
+		l.Destruct()
+	}
+	b.ReportMetric(perOrg, "bytes/org")
 }
 
 // BenchmarkHandlerLocal: the whole handler for an admitted request

@@ -2,6 +2,7 @@ package caddyratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,9 @@ func (e *unavailableError) Error() string {
 // failoverLimiter decides on Redis and applies the failure policy around
 // it: the over-limit fast path, the Redis call bounded by redis_timeout
 // (shared by an organization's concurrent requests), and the breaker that
-// keeps a failing Redis off the request path.
+// keeps a failing Redis off the request path. Every Redis answer is also
+// recorded in the in-process limiter, so on_redis_error local continues
+// from the state Redis last reported instead of granting a fresh quota.
 type failoverLimiter struct {
 	redis   redisBatcher
 	batches coalescer
@@ -70,7 +73,14 @@ func (f *failoverLimiter) Allow(ctx context.Context, orgID string, p *Policy) (D
 				f.breaker.probing.Store(false)
 			}
 		default:
-			f.m.redisErrors.Inc()
+			// A failure inherited from the call this request waited for
+			// was counted with that call.
+			var inherited *inheritedError
+			if errors.As(err, &inherited) {
+				err = inherited.err
+			} else {
+				f.m.redisErrors.Inc()
+			}
 			f.breaker.failed(err, probe, f.onError)
 		}
 	}
@@ -97,7 +107,18 @@ func (f *failoverLimiter) runRedis(ctx context.Context, orgID string, p *Policy,
 	b, err := f.redis.allowN(cctx, orgID, p, n)
 	cancel()
 	f.m.redisDuration.Observe(time.Since(start).Seconds())
+	if err == nil && f.onError == onErrorLocal {
+		f.local.learn(orgID, p.Limits, b.tokens, b.dayUsed, b.now, f.clock().UnixMicro())
+	}
 	return b, err
+}
+
+// redisFailing implements redisBatchRunner with the breaker's state.
+func (f *failoverLimiter) redisFailing() error {
+	if failing, _, lastErr := f.breaker.state(); failing {
+		return errors.New("Redis failing: " + lastErr)
+	}
+	return nil
 }
 
 // fallback decides without Redis, as on_redis_error says.
@@ -124,6 +145,13 @@ func (f *failoverLimiter) fallback(ctx context.Context, orgID string, p *Policy)
 // round trip instead of per request. Limits stay exact across instances:
 // every batch is one atomic script call.
 //
+// A batch does not call a Redis that has just failed: when the call it
+// waited for failed (say it timed out on a hung Redis), the batch inherits
+// that failure at once, and when that call was abandoned by its client,
+// the batch runs only if the breaker does not consider Redis failing. So
+// an organization pays at most one redis_timeout per outage detection,
+// not one per batch queued behind it.
+//
 // The zero value is ready to use.
 type coalescer struct {
 	mu sync.Mutex
@@ -144,14 +172,39 @@ type batchKey struct {
 type batch struct {
 	n     int64         // members; fixed once ready is closed
 	ready chan struct{} // closed when the batch may run
+	prev  error         // how the previous call ended; set before ready is closed
 	done  chan struct{} // closed when res and err are set
 	res   batchResult
 	err   error
 }
 
-// redisBatchRunner makes one bounded Redis call for n requests.
+// errAbandoned is how a call ended whose client went away before Redis
+// answered: no verdict on Redis.
+var errAbandoned = errors.New("rate-limit call abandoned by its client")
+
+// inheritedError is the failure a batch takes over instead of calling
+// Redis: the failure of the call it waited for, or the breaker's.
+type inheritedError struct{ err error }
+
+func (e *inheritedError) Error() string { return "not sent to Redis: " + e.err.Error() }
+func (e *inheritedError) Unwrap() error { return e.err }
+
+// inherit wraps a failure for a batch that takes it over; a failure that
+// was itself inherited is passed on as it is.
+func inherit(err error) error {
+	var inherited *inheritedError
+	if errors.As(err, &inherited) {
+		return inherited
+	}
+	return &inheritedError{err}
+}
+
+// redisBatchRunner makes one bounded Redis call for n requests, and says
+// whether Redis is known to be failing.
 type redisBatchRunner interface {
 	runRedis(ctx context.Context, orgID string, p *Policy, n int64) (batchResult, error)
+	// redisFailing returns the current outage's error, or nil.
+	redisFailing() error
 }
 
 // decide returns this request's decision, sharing a Redis call with the
@@ -167,7 +220,11 @@ func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID stri
 		c.inFlight[key] = nil
 		c.mu.Unlock()
 		res, err := run.runRedis(ctx, orgID, p, 1)
-		c.finished(key)
+		outcome := err
+		if err != nil && ctx.Err() != nil {
+			outcome = errAbandoned
+		}
+		c.finished(key, outcome)
 		if err != nil {
 			return Decision{}, err
 		}
@@ -184,11 +241,22 @@ func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID stri
 
 	if i == 0 {
 		<-b.ready
-		// This call decides for the whole batch: one member's client
-		// going away must not fail it for the others.
-		b.res, b.err = run.runRedis(context.WithoutCancel(ctx), orgID, p, b.n)
+		switch {
+		case b.prev == errAbandoned:
+			if err := run.redisFailing(); err != nil {
+				b.err = inherit(err)
+				break
+			}
+			fallthrough
+		case b.prev == nil:
+			// This call decides for the whole batch: one member's client
+			// going away must not fail it for the others.
+			b.res, b.err = run.runRedis(context.WithoutCancel(ctx), orgID, p, b.n)
+		default:
+			b.err = inherit(b.prev)
+		}
 		close(b.done)
-		c.finished(key)
+		c.finished(key, b.err)
 	} else {
 		<-b.done
 	}
@@ -198,15 +266,16 @@ func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID stri
 	return b.res.decision(i), nil
 }
 
-// finished ends the call in flight for key and starts the waiting batch,
-// if any.
-func (c *coalescer) finished(key batchKey) {
+// finished ends the call in flight for key, which ended with outcome (nil:
+// Redis answered), and starts the waiting batch, if any.
+func (c *coalescer) finished(key batchKey, outcome error) {
 	c.mu.Lock()
 	next := c.inFlight[key]
 	if next == nil {
 		delete(c.inFlight, key)
 	} else {
 		c.inFlight[key] = nil // next is now in flight; newcomers form a new batch
+		next.prev = outcome
 		close(next.ready)
 	}
 	c.mu.Unlock()
@@ -277,10 +346,13 @@ func (d *deniedOrgs) remember(orgID string, dec Decision, now int64, l Limits) {
 }
 
 // Probe backoff after a Redis failure: the first retry comes after
-// minBackoff, each further failure doubles the wait up to maxBackoff.
+// minBackoff, each further failure doubles the wait up to maxBackoff. The
+// cap is what a Redis that is back may wait for its first probe (under
+// on_redis_error deny: how long 503s go on), so it stays near a second; a
+// hung Redis then costs one redis_timeout per second per gateway.
 const (
 	minBackoff = 250 * time.Millisecond
-	maxBackoff = 5 * time.Second
+	maxBackoff = time.Second
 )
 
 // breaker keeps a failing Redis off the request path. While Redis answers,

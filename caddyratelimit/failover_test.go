@@ -105,8 +105,8 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 			denied++
 		}
 	}
-	if ok != 10 || denied != 20 {
-		t.Fatalf("during the outage: %d admitted, %d denied; want the in-process bucket's 10 and 20", ok, denied)
+	if ok != 9 || denied != 21 {
+		t.Fatalf("during the outage: %d admitted, %d denied; want 9 and 21 (the 9 tokens Redis said were left)", ok, denied)
 	}
 	if !fx.shared.breaker.failing.Load() {
 		t.Fatal("breaker not failing during the outage")
@@ -126,6 +126,46 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 	}
 	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
 		t.Fatalf("second request after recovery decided by %s", d.Source)
+	}
+}
+
+// TestFallbackStartsFromTheLastRedisState: with on_redis_error local, the
+// in-process fallback continues from what Redis last reported for the
+// organization, so an outage hands out no fresh quota: with 3 requests
+// left today, at most 3 more get through; with 3 tokens left in the
+// bucket, at most 3 more (plus the refill) get through.
+func TestFallbackStartsFromTheLastRedisState(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		limits Limits
+		kind   limitType
+	}{
+		{"daily quota", Limits{PerMinute: 600, PerDay: 10, Burst: 0}, limitTypeDay},
+		{"minute bucket", Limits{PerMinute: 6, PerDay: 1000, Burst: 4}, limitTypeMinute},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := newFailoverFixture(t, onErrorLocal, 200*time.Millisecond)
+			p := newPolicy("p", c.limits)
+			if got := admitted(t, fx.f, "org", p, 7); got != 7 {
+				t.Fatalf("admitted %d of 7 on Redis", got)
+			}
+			fx.proxy.Cut()
+			ok := 0
+			for i := 0; i < 10; i++ {
+				d := decide(t, fx.f, "org", p)
+				if d.Source != SourceFallback {
+					t.Fatalf("request %d during the outage decided by %s", i, d.Source)
+				}
+				if d.Allowed {
+					ok++
+				} else if d.limitType(p.Limits) != c.kind {
+					t.Errorf("denied by the %s limit, want %s", d.limitType(p.Limits), c.kind)
+				}
+			}
+			if ok != 3 {
+				t.Fatalf("during the outage %d more admitted, want 3 (what Redis said was left), not a fresh quota", ok)
+			}
+		})
 	}
 }
 
@@ -157,6 +197,48 @@ func TestFailoverDenyAnswersUnavailable(t *testing.T) {
 		}
 	}
 	fx.restoreAndExpectRedis(t, p)
+}
+
+// TestDenyRecoversWithinASecondOfRedisReturning: after a long outage
+// under on_redis_error deny, the 503s stop within about a second of Redis
+// answering again, wherever in its backoff the breaker was: the backoff
+// is capped near 1 s. On the injected clock, so counted, not timed.
+func TestDenyRecoversWithinASecondOfRedisReturning(t *testing.T) {
+	fx := newFailoverFixture(t, onErrorDeny, 200*time.Millisecond)
+	p := newPolicy("tiny", tinyLimits)
+	const step = 50 * time.Millisecond
+	fx.proxy.Cut()
+	// A minute of outage with a request every 50 ms: the breaker probes
+	// Redis whenever its backoff allows, and every probe fails.
+	for range int(time.Minute / step) {
+		if _, err := fx.allow(t, "org", p); err == nil {
+			t.Fatal("a decision while Redis is cut under on_redis_error deny")
+		}
+		fx.clock.Advance(step)
+	}
+	// Redis comes back right after a failed probe: the worst moment.
+	for calls := fx.redis.calls.Load(); fx.redis.calls.Load() == calls; fx.clock.Advance(step) {
+		if _, err := fx.allow(t, "org", p); err == nil {
+			t.Fatal("a decision while Redis is cut")
+		}
+	}
+	fx.proxy.Restore()
+	var waited time.Duration
+	for {
+		_, err := fx.allow(t, "org", p)
+		if err == nil {
+			break
+		}
+		var ue *unavailableError
+		if !errors.As(err, &ue) || ue.retryIn > maxBackoff {
+			t.Fatalf("err %v: want a 503 whose Retry-After is at most the backoff cap", err)
+		}
+		if waited > 1100*time.Millisecond {
+			t.Fatalf("Redis answers again, and requests were still refused %s later", waited)
+		}
+		fx.clock.Advance(step)
+		waited += step
+	}
 }
 
 // TestHungRedisCostsOneTimeoutPerBackoff: Redis accepts connections but
@@ -224,6 +306,44 @@ func TestHungRedisCostsOneTimeoutPerBackoff(t *testing.T) {
 	}
 	if got := calls(); got != 14 {
 		t.Fatalf("after recovery: %d calls, want 14 (every request on Redis again)", got)
+	}
+}
+
+// TestHungRedisBatchPaysNoSecondTimeout: requests of one organization
+// queued behind a call to a hung Redis are decided by the fallback as soon
+// as that call times out: no second call, so no second timeout.
+func TestHungRedisBatchPaysNoSecondTimeout(t *testing.T) {
+	fx := newFailoverFixture(t, onErrorLocal, 300*time.Millisecond)
+	p := newPolicy("big", Limits{PerMinute: 1000, PerDay: 100000})
+	decide(t, fx.f, "org", p)
+	base := fx.redis.calls.Load()
+	fx.proxy.SetMode(faultproxy.Hang)
+
+	results := make(chan Decision, 20)
+	ask := func() {
+		d, err := fx.allow(t, "org", p)
+		if err != nil {
+			t.Errorf("decision failed: %v", err)
+		}
+		results <- d
+	}
+	go ask()
+	for fx.redis.calls.Load() == base { // the first request's call hangs
+		time.Sleep(time.Millisecond)
+	}
+	for range 19 {
+		go ask()
+	}
+	for fx.f.batches.waitingMembers(batchKey{"org", p}) != 19 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 20 {
+		if d := <-results; d.Source != SourceFallback {
+			t.Errorf("decided by %s, want the fallback", d.Source)
+		}
+	}
+	if got := fx.redis.calls.Load() - base; got != 1 {
+		t.Fatalf("%d calls to the hung Redis for one organization, want 1: the waiting batch must inherit the timeout", got)
 	}
 }
 
@@ -305,15 +425,22 @@ type blockingRunner struct {
 	calls   []int64
 	release chan struct{}
 	answer  func(n int64) (batchResult, error)
+	failing error // what redisFailing reports
 }
 
-func (r *blockingRunner) runRedis(_ context.Context, _ string, _ *Policy, n int64) (batchResult, error) {
+func (r *blockingRunner) runRedis(ctx context.Context, _ string, _ *Policy, n int64) (batchResult, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, n)
 	r.mu.Unlock()
-	<-r.release
-	return r.answer(n)
+	select {
+	case <-r.release:
+		return r.answer(n)
+	case <-ctx.Done():
+		return batchResult{}, ctx.Err()
+	}
 }
+
+func (r *blockingRunner) redisFailing() error { return r.failing }
 
 // waitingMembers is how many requests wait in key's next batch.
 func (c *coalescer) waitingMembers(key batchKey) int64 {
@@ -392,6 +519,58 @@ func TestCoalescerSharesAFailedCallsError(t *testing.T) {
 	for range 3 {
 		if err := <-errs; !errors.Is(err, boom) {
 			t.Errorf("err = %v, want the call's error", err)
+		}
+	}
+	// The batch that waited behind the failed call inherits its failure
+	// instead of paying for a call (a timeout, if Redis hangs) of its own.
+	if got := callsOf(run); len(got) != 1 {
+		t.Fatalf("calls made for n = %v, want [1]: the batch must not run after the call it waited for failed", got)
+	}
+}
+
+// TestCoalescerBatchAfterAnAbandonedCallFollowsTheBreaker: when the call a
+// batch waited for ended without a verdict (its client went away), the
+// batch runs only if the breaker does not consider Redis failing.
+func TestCoalescerBatchAfterAnAbandonedCallFollowsTheBreaker(t *testing.T) {
+	p := newPolicy("tiny", tinyLimits)
+	for _, failing := range []error{nil, errors.New("i/o timeout")} {
+		run := &blockingRunner{release: make(chan struct{}), failing: failing, answer: func(n int64) (batchResult, error) {
+			return batchResult{admitted: n, tokens: microTokens, dayUsed: n, now: 1}, nil
+		}}
+		var c coalescer
+		gone, leave := context.WithCancel(context.Background())
+		lone := make(chan error, 1)
+		go func() { _, err := c.decide(gone, run, "org", p); lone <- err }()
+		for len(callsOf(run)) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { _, err := c.decide(context.Background(), run, "org", p); errs <- err }()
+		}
+		for c.waitingMembers(batchKey{"org", p}) != 2 {
+			time.Sleep(time.Millisecond)
+		}
+		leave() // the lone call's client goes away
+		if err := <-lone; !errors.Is(err, context.Canceled) {
+			t.Fatalf("abandoned call: %v", err)
+		}
+		close(run.release)
+		for range 2 {
+			err := <-errs
+			if failing == nil && err != nil {
+				t.Errorf("healthy Redis: batch member got %v, want a decision", err)
+			}
+			if failing != nil && !errors.Is(err, failing) {
+				t.Errorf("Redis failing: batch member got %v, want the breaker's failure", err)
+			}
+		}
+		wantCalls := 2
+		if failing != nil {
+			wantCalls = 1
+		}
+		if got := callsOf(run); len(got) != wantCalls {
+			t.Errorf("breaker failing=%v: calls %v, want %d", failing != nil, got, wantCalls)
 		}
 	}
 }

@@ -25,7 +25,9 @@ type localEntry struct {
 
 // localLimiter is the in-process limiter: the same bucket and daily quota as
 // the Lua script, kept in a sharded map. It decides when no Redis is
-// configured, and for on_redis_error local while Redis is failing.
+// configured, and for on_redis_error local while Redis is failing; each
+// Redis server has one of its own for that, which learns every
+// organization's state from Redis's answers.
 //
 // Memory is bounded: organizations whose state equals a fresh one (full
 // bucket, nothing used today) are forgotten by a background sweep, and when
@@ -76,6 +78,27 @@ func (l *localLimiter) allow(orgID string, lim Limits, now int64) Decision {
 	e.limits, e.seen = lim, now
 	sh.mu.Unlock()
 	return d
+}
+
+// learn records the state Redis reported for an organization at local
+// time now (tokens in micro-tokens, dayUsed on Redis's day redisNow), so
+// that a fallback decision, should Redis fail, continues from it instead of
+// from a fresh bucket and quota. It costs one shard lock per Redis answer,
+// and an allocation the first time an organization is seen.
+func (l *localLimiter) learn(orgID string, lim Limits, tokens, dayUsed, redisNow, now int64) {
+	sh := l.orgs.shardOf(orgID)
+	sh.mu.Lock()
+	e := sh.m[orgID]
+	if e == nil {
+		if l.orgs.full(sh) {
+			l.makeRoom(sh, now)
+		}
+		e = new(localEntry)
+		sh.m[orgID] = e
+	}
+	e.st = bucketState{tokens: tokens, ts: now, day: redisNow / usPerDay, used: dayUsed}
+	e.limits, e.seen = lim, now
+	sh.mu.Unlock()
 }
 
 // makeRoom frees a slot in a full, locked shard: idle entries first, else

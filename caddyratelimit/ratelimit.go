@@ -68,8 +68,16 @@ type RateLimit struct {
 
 	// OnRedisError is what happens while Redis fails: "local" decides in
 	// process, "allow" admits every request, "deny" answers 503. Redis is
-	// retried with backoff, one request at a time, and takes over again as
-	// soon as it answers. Default: local.
+	// retried with backoff (at most a second apart), one request at a time,
+	// and takes over again as soon as it answers.
+	//
+	// Under "local", each gateway continues from the state Redis last
+	// reported to it for each organization (tokens left, requests used
+	// today), so an outage grants no fresh quota; decisions made during the
+	// outage count only on the gateway that made them. A call that timed
+	// out after Redis had run the script may have charged the organization
+	// although the request was then decided by on_redis_error: such a
+	// request can count both in Redis and in the fallback. Default: local.
 	OnRedisError string `json:"on_redis_error,omitempty"`
 
 	// Plans are the plan tiers and their limits. Every plan a static key of
@@ -86,7 +94,7 @@ type RateLimit struct {
 	metrics  *metrics
 	logger   *zap.Logger
 
-	local    *localLimiter // from localPool
+	local    *localLimiter // from localPool, when Redis is not used
 	redisKey string        // key in redisPool, when Redis is used
 	shared   *sharedRedis  // the pooled Redis client, when Redis is used
 	timeout  time.Duration // effective redis_timeout
@@ -141,17 +149,15 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
-	local, err := loadLocal()
-	if err != nil {
+	if opts != nil {
+		return rl.provisionRedis(ctx, opts)
+	}
+	if rl.local, err = loadLocal(); err != nil {
 		return err
 	}
-	rl.local = local
-	if opts == nil {
-		rl.limiter = local
-		rl.logger.Info("rate limiter in process (no redis_addr): limits apply per gateway instance")
-		return nil
-	}
-	return rl.provisionRedis(ctx, local, opts)
+	rl.limiter = rl.local
+	rl.logger.Info("rate limiter in process (no redis_addr): limits apply per gateway instance")
+	return nil
 }
 
 // expandRedisSettings expands the placeholders of redis_addr,
@@ -199,7 +205,7 @@ func (rl *RateLimit) checkRedisSettings() error {
 }
 
 // provisionRedis sets up the Redis limiter with its failure policy.
-func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *localLimiter, opts *redis.UniversalOptions) error {
+func (rl *RateLimit) provisionRedis(ctx caddy.Context, opts *redis.UniversalOptions) error {
 	rl.redisKey = poolKey(opts)
 	v, _, err := redisPool.LoadOrNew(rl.redisKey, func() (caddy.Destructor, error) {
 		return newSharedRedis(opts, rl.metrics, rl.logger), nil
@@ -217,7 +223,7 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, local *localLimiter, opts
 		redis:   rl.shared.limiter,
 		breaker: rl.shared.breaker,
 		denied:  rl.shared.denied,
-		local:   local,
+		local:   rl.shared.fallback,
 		onError: onError,
 		timeout: rl.timeout,
 		m:       rl.metrics,

@@ -140,25 +140,30 @@ type sharedRedis struct {
 	limiter *redisLimiter
 	breaker *breaker
 	denied  *deniedOrgs
-	logger  atomic.Pointer[zap.Logger] // of the newest config using it
+	// fallback decides for on_redis_error local while this Redis fails,
+	// from the state Redis last reported for each organization.
+	fallback *localLimiter
+	logger   atomic.Pointer[zap.Logger] // of the newest config using it
 }
 
 func newSharedRedis(opts *redis.UniversalOptions, m *metrics, logger *zap.Logger) *sharedRedis {
 	client := newRenewingClient(opts)
 	s := &sharedRedis{
-		client:  client,
-		limiter: newRedisLimiter(client, ""),
-		denied:  newDeniedOrgs(0),
+		client:   client,
+		limiter:  newRedisLimiter(client, ""),
+		denied:   newDeniedOrgs(0),
+		fallback: newLocalLimiter(defaultMaxLocalOrgs, nil),
 	}
 	s.logger.Store(logger)
 	s.breaker = &breaker{clock: time.Now, logger: &s.logger, gauge: m.fallbackActive, onTrip: client.renew}
 	return s
 }
 
-// Destruct closes the connections (caddy.Destructor).
+// Destruct closes the connections and stops the fallback's sweep, all of
+// it even when one step fails (caddy.Destructor).
 func (s *sharedRedis) Destruct() error {
 	s.breaker.close()
-	return s.client.Close()
+	return errors.Join(s.client.Close(), s.fallback.Destruct())
 }
 
 // redisConfig is the connection part of the handler's config.

@@ -11,23 +11,25 @@ import (
 	"time"
 )
 
-// demoBackend is a Caddy site on backendPort that echoes what the gateway
-// sent upstream.
-const demoBackend = `
-http://:` + backendPort + ` {
+// demoBackend is a Caddy site on the test's backend port that echoes what
+// the gateway sent upstream.
+func demoBackend(p testPorts) string {
+	return `
+http://:` + p.backend + ` {
 	bind 127.0.0.1
 	header Content-Type application/json
 	respond ` + "`" + `{"org":"{header.X-Organization-ID}","plan":"{header.X-Plan-Tier}","rid":"{header.X-Request-ID}","auth":"{header.Authorization}","spoof_underscore":"{header.X_Organization_ID}"}` + "`" + ` 200
 }
 `
+}
 
 const testKey = "sk_test_e2eKey0123456789abcdefghijkl"
 
 // authGateway is a gateway with one static key, the demo backend, a
 // panicking route, a closed upstream and a slow one, logging to logPath.
-func authGateway(logPath, closedPort, slowAddr string) string {
+func authGateway(p testPorts, logPath, closedPort, slowAddr string) string {
 	return `
-:` + gatewayPort + ` {
+:` + p.gateway + ` {
 	log {
 		output file ` + logPath + `
 		format json
@@ -41,7 +43,7 @@ func authGateway(logPath, closedPort, slowAddr string) string {
 		}
 		handle /api/* {
 			header X-Tenant-Placeholders "{tenant.org_id}|{tenant.plan}|{tenant.key_id}|{tenant.request_id}|{http.auth.user.id}"
-			reverse_proxy 127.0.0.1:` + backendPort + `
+			reverse_proxy 127.0.0.1:` + p.backend + `
 		}
 		route /panic {
 			test_panic
@@ -59,19 +61,20 @@ func authGateway(logPath, closedPort, slowAddr string) string {
 		error "service not found" 404
 	}
 }
-` + demoBackend
+` + demoBackend(p)
 }
 
 func TestAuthStatusesAndEnvelope(t *testing.T) {
 	dir := t.TempDir()
 	logPath, errLogPath := filepath.Join(dir, "access.log"), filepath.Join(dir, "errors.log")
 	slow := startSlowBackend(t, 3*time.Second)
-	tester := startGatewayWithGlobals(t, `
+	p := newTestPorts(t)
+	tester := startGatewayWithGlobals(t, p, `
 	log handler_errors {
 		output file `+errLogPath+`
 		format json
 		include http.handlers.tenant_auth
-	}`, authGateway(logPath, freePort(t), slow))
+	}`, authGateway(p, logPath, freePort(t), slow))
 	bearer := map[string]string{"Authorization": "Bearer " + testKey}
 
 	t.Run("401 for each malformed Authorization", func(t *testing.T) {
@@ -91,7 +94,7 @@ func TestAuthStatusesAndEnvelope(t *testing.T) {
 			if value != "" {
 				headers["Authorization"] = value
 			}
-			resp, body := do(t, tester, http.MethodGet, gatewayURL+"/api/users", headers)
+			resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/api/users", headers)
 			env := assertEnvelope(t, resp, body, http.StatusUnauthorized)
 			if !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
 				t.Errorf("%s: WWW-Authenticate = %q", name, resp.Header.Get("WWW-Authenticate"))
@@ -101,7 +104,7 @@ func TestAuthStatusesAndEnvelope(t *testing.T) {
 	})
 
 	t.Run("403 for an unknown key", func(t *testing.T) {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/api/users",
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/api/users",
 			map[string]string{"Authorization": "Bearer sk_test_unknownKey00000000000000000000"})
 		env := assertEnvelope(t, resp, body, http.StatusForbidden)
 		if env.Error.Message != "invalid API key" {
@@ -110,7 +113,7 @@ func TestAuthStatusesAndEnvelope(t *testing.T) {
 	})
 
 	t.Run("404 service not found", func(t *testing.T) {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/nowhere", bearer)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/nowhere", bearer)
 		env := assertEnvelope(t, resp, body, http.StatusNotFound)
 		if env.Error.Message != "service not found" {
 			t.Errorf("message = %q", env.Error.Message)
@@ -118,7 +121,7 @@ func TestAuthStatusesAndEnvelope(t *testing.T) {
 	})
 
 	t.Run("500 from a downstream panic, no stack in the body", func(t *testing.T) {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/panic", bearer)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/panic", bearer)
 		env := assertEnvelope(t, resp, body, http.StatusInternalServerError)
 		if strings.Contains(string(body), "goroutine") || strings.Contains(string(body), "/secret/stack/marker") {
 			t.Errorf("500 body leaks the panic: %s", body)
@@ -129,7 +132,7 @@ func TestAuthStatusesAndEnvelope(t *testing.T) {
 	})
 
 	t.Run("502 from a closed upstream port", func(t *testing.T) {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/closed", bearer)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/closed", bearer)
 		env := assertEnvelope(t, resp, body, http.StatusBadGateway)
 		if strings.Contains(env.Error.Message, "127.0.0.1") {
 			t.Errorf("502 message leaks the upstream address: %q", env.Error.Message)
@@ -137,19 +140,19 @@ func TestAuthStatusesAndEnvelope(t *testing.T) {
 	})
 
 	t.Run("504 from a slow upstream", func(t *testing.T) {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/slow", bearer)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/slow", bearer)
 		assertEnvelope(t, resp, body, http.StatusGatewayTimeout)
 	})
 
 	t.Run("keeps serving after panic, 502 and 504", func(t *testing.T) {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/api/users", bearer)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/api/users", bearer)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
 	})
 
 	t.Run("panic logged at ERROR with stack and request id", func(t *testing.T) {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/panic", bearer)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/panic", bearer)
 		env := assertEnvelope(t, resp, body, http.StatusInternalServerError)
 		line := waitForLogLine(t, errLogPath, env.RequestID)
 		if line["level"] != "error" || line["msg"] != "panic recovered" {
@@ -167,7 +170,8 @@ func TestAuthStatusesAndEnvelope(t *testing.T) {
 
 func TestIdentityHeadersAndRequestID(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	tester := startGateway(t, authGateway(logPath, freePort(t), "127.0.0.1:"+freePort(t)))
+	p := newTestPorts(t)
+	tester := startGateway(t, p, authGateway(p, logPath, freePort(t), "127.0.0.1:"+freePort(t)))
 
 	type echo struct {
 		Org, Plan, Rid, Auth string
@@ -176,7 +180,7 @@ func TestIdentityHeadersAndRequestID(t *testing.T) {
 	call := func(headers map[string]string) (*http.Response, echo) {
 		t.Helper()
 		headers["Authorization"] = "Bearer " + testKey
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+"/api/users", headers)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/api/users", headers)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -15,21 +16,37 @@ import (
 	_ "github.com/tenantgate/tenantgate"
 )
 
-// Ports used by the e2e Caddyfiles. caddytest's admin is on 2999.
-const (
-	gatewayPort = "18080"
-	backendPort = "18090"
-	gatewayURL  = "http://localhost:" + gatewayPort
-)
+// testPorts are the TCP ports one test's in-process Caddy listens on,
+// chosen free when the test starts, so e2e runs on a busy machine (other
+// test binaries, benchmarks, other checkouts) never collide. The only fixed
+// port is caddytest's admin endpoint, localhost:2999, which every test
+// binary shares under the e2e lock.
+type testPorts struct {
+	gateway string // the gateway site of the test's Caddyfile
+	backend string // a backend site, when the Caddyfile has one
+	http    string // Caddy's http_port (global option)
+	https   string // Caddy's https_port (global option)
+}
+
+// newTestPorts chooses four distinct free ports on 127.0.0.1: all are held
+// open until every one is chosen, then released for Caddy to bind.
+func newTestPorts(t *testing.T) testPorts {
+	t.Helper()
+	ports := freePorts(t, 4)
+	return testPorts{gateway: ports[0], backend: ports[1], http: ports[2], https: ports[3]}
+}
+
+// gatewayURL is the base URL of the gateway site.
+func (p testPorts) gatewayURL() string { return "http://localhost:" + p.gateway }
 
 // globalOptions starts every e2e Caddyfile: caddytest requires its admin
-// address, and the fixed ports keep runs reproducible. extra is inserted
-// into the block (e.g. a named log).
-func globalOptions(extra string) string {
+// address; http_port and https_port are the test's own free ports. extra is
+// inserted into the block (e.g. a named log).
+func globalOptions(p testPorts, extra string) string {
 	return `{
 	admin localhost:2999
-	http_port 18081
-	https_port 18443
+	http_port ` + p.http + `
+	https_port ` + p.https + `
 	grace_period 1ns
 ` + extra + `
 }
@@ -40,13 +57,13 @@ func globalOptions(extra string) string {
 // into the in-process Caddy. caddytest only marks a failed load and skips
 // when its prerequisites are missing; here a failed load stops the test and,
 // under CI=true, a skip is a failure.
-func startGateway(t *testing.T, caddyfile string) *caddytest.Tester {
+func startGateway(t *testing.T, p testPorts, caddyfile string) *caddytest.Tester {
 	t.Helper()
-	return startGatewayWithGlobals(t, "", caddyfile)
+	return startGatewayWithGlobals(t, p, "", caddyfile)
 }
 
 // startGatewayWithGlobals is startGateway with extra global options.
-func startGatewayWithGlobals(t *testing.T, globals, caddyfile string) *caddytest.Tester {
+func startGatewayWithGlobals(t *testing.T, p testPorts, globals, caddyfile string) *caddytest.Tester {
 	t.Helper()
 	t.Cleanup(func() {
 		if t.Skipped() && os.Getenv("CI") == "true" {
@@ -54,7 +71,7 @@ func startGatewayWithGlobals(t *testing.T, globals, caddyfile string) *caddytest
 		}
 	})
 	tester := caddytest.NewTester(t)
-	tester.InitServer(globalOptions(globals)+caddyfile, "caddyfile")
+	tester.InitServer(globalOptions(p, globals)+caddyfile, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -124,4 +141,24 @@ func assertEnvelope(t *testing.T, resp *http.Response, body []byte, status int) 
 		t.Errorf("X-Request-ID header %q != envelope request_id %q", got, env.RequestID)
 	}
 	return env
+}
+
+// TestGatewayPortsAreChosenFree: another program holding the fixed ports
+// e2e tests used to listen on (18080, 18090, 18081, 18443) does not keep a
+// test's gateway from starting: its ports are chosen free.
+func TestGatewayPortsAreChosenFree(t *testing.T) {
+	for _, port := range []string{"18080", "18090", "18081", "18443"} {
+		if ln, err := net.Listen("tcp", ":"+port); err == nil { // taken already, else by us
+			defer ln.Close()
+		}
+	}
+	p := newTestPorts(t)
+	tester := startGateway(t, p, `
+:`+p.gateway+` {
+	respond "ok" 200
+}`)
+	resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/", nil)
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Fatalf("status %d body %q, want 200 ok", resp.StatusCode, body)
+	}
 }

@@ -7,8 +7,9 @@ import (
 )
 
 func TestHealthEndpointsAnswerWithoutKey(t *testing.T) {
-	tester := startGateway(t, `
-:`+gatewayPort+` {
+	p := newTestPorts(t)
+	tester := startGateway(t, p, `
+:`+p.gateway+` {
 	handle /health* {
 		tenant_health
 	}
@@ -20,7 +21,7 @@ func TestHealthEndpointsAnswerWithoutKey(t *testing.T) {
 	}
 }`)
 	for _, path := range []string{"/health", "/health/live", "/health/ready"} {
-		resp, body := do(t, tester, http.MethodGet, gatewayURL+path, nil)
+		resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+path, nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("%s: status %d, body %s", path, resp.StatusCode, body)
 			continue

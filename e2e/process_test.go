@@ -56,13 +56,24 @@ func gatewayBinary(t *testing.T) string {
 // freePort returns a TCP port that was free a moment ago on 127.0.0.1.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	return freePorts(t, 1)[0]
+}
+
+// freePorts returns n distinct TCP ports that were free a moment ago on
+// 127.0.0.1: each is listened on (port 0: the kernel picks) until all are
+// chosen, then released.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	ports := make([]string, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		defer ln.Close()
+		_, ports[i], _ = net.SplitHostPort(ln.Addr().String())
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	return ports
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -104,7 +115,8 @@ func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port, adminPort := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	port, adminPort := ports[0], ports[1]
 	g := &gatewayProcess{
 		URL:       "http://127.0.0.1:" + port,
 		AdminAddr: "127.0.0.1:" + adminPort,

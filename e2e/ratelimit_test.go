@@ -10,9 +10,9 @@ import (
 
 // rateLimitCaddyfile is an in-process gateway with small example plans,
 // one key per plan, each for an organization of this run's own.
-func rateLimitCaddyfile(orgTiny, orgDaily, orgP60 string) string {
+func rateLimitCaddyfile(p testPorts, orgTiny, orgDaily, orgP60 string) string {
 	return `
-:` + gatewayPort + ` {
+:` + p.gateway + ` {
 	route {
 		tenant_auth {
 			key sk_test_rl_tiny ` + orgTiny + ` tiny
@@ -33,8 +33,9 @@ func rateLimitCaddyfile(orgTiny, orgDaily, orgP60 string) string {
 // (capacity 10), 40 concurrent requests: exactly 10 are admitted, and the
 // 429s carry the envelope and every header.
 func TestRateLimitInProcessExact(t *testing.T) {
-	startGateway(t, rateLimitCaddyfile(uniqueOrg(), uniqueOrg(), uniqueOrg()))
-	rs := burst(t, repeat(gatewayURL+"/api/x", 40), "sk_test_rl_tiny")
+	p := newTestPorts(t)
+	startGateway(t, p, rateLimitCaddyfile(p, uniqueOrg(), uniqueOrg(), uniqueOrg()))
+	rs := burst(t, repeat(p.gatewayURL()+"/api/x", 40), "sk_test_rl_tiny")
 	got := countStatus(rs)
 	if got[200] != 10 || got[429] != 30 || len(got) != 2 {
 		t.Fatalf("40 concurrent requests: %v, want exactly 10×200 and 30×429", got)
@@ -52,14 +53,15 @@ func TestRateLimitInProcessExact(t *testing.T) {
 // TestRateLimitDailyQuota: plan daily 600 5 burst 0: the sixth request of
 // the day is a 429 with limit_type day and Retry-After until 00:00 UTC.
 func TestRateLimitDailyQuota(t *testing.T) {
-	startGateway(t, rateLimitCaddyfile(uniqueOrg(), uniqueOrg(), uniqueOrg()))
+	p := newTestPorts(t)
+	startGateway(t, p, rateLimitCaddyfile(p, uniqueOrg(), uniqueOrg(), uniqueOrg()))
 	client := &http.Client{Timeout: 10 * time.Second}
 	for i := 1; i <= 5; i++ {
-		if r := getWithKey(t, client, gatewayURL+"/api/x", "sk_test_rl_daily"); r.status != 200 {
+		if r := getWithKey(t, client, p.gatewayURL()+"/api/x", "sk_test_rl_daily"); r.status != 200 {
 			t.Fatalf("request %d: %d %s", i, r.status, r.body)
 		}
 	}
-	r := getWithKey(t, client, gatewayURL+"/api/x", "sk_test_rl_daily")
+	r := getWithKey(t, client, p.gatewayURL()+"/api/x", "sk_test_rl_daily")
 	now := time.Now().UTC()
 	d := check429(t, r, "0")
 	if d["limit_type"] != "day" || d["daily_used"] != 5.0 {
@@ -81,14 +83,15 @@ func TestRateLimitDailyQuota(t *testing.T) {
 // TestRateLimitDenialsNotCounted: 100 concurrent requests against capacity
 // 60: about 60 admitted, and the daily remaining shows only those counted.
 func TestRateLimitDenialsNotCounted(t *testing.T) {
-	startGateway(t, rateLimitCaddyfile(uniqueOrg(), uniqueOrg(), uniqueOrg()))
-	rs := burst(t, repeat(gatewayURL+"/api/x", 100), "sk_test_rl_p60")
+	p := newTestPorts(t)
+	startGateway(t, p, rateLimitCaddyfile(p, uniqueOrg(), uniqueOrg(), uniqueOrg()))
+	rs := burst(t, repeat(p.gatewayURL()+"/api/x", 100), "sk_test_rl_p60")
 	got := countStatus(rs)
 	// 6/min refills a token every 10 s: 61 only if the burst is very slow.
 	if got[200] < 60 || got[200] > 61 || got[200]+got[429] != 100 {
 		t.Fatalf("100 concurrent: %v, want 60 (or 61) admitted, the rest 429", got)
 	}
-	r := getWithKey(t, &http.Client{Timeout: 10 * time.Second}, gatewayURL+"/api/x", "sk_test_rl_p60")
+	r := getWithKey(t, &http.Client{Timeout: 10 * time.Second}, p.gatewayURL()+"/api/x", "sk_test_rl_p60")
 	admitted := got[200]
 	if r.status == 200 {
 		admitted++
@@ -105,14 +108,15 @@ func TestRateLimitDenialsNotCounted(t *testing.T) {
 // limiter lacks is refused when the config loads, or, for a database
 // organization, answered 500: TestRateLimitUnknownPlanFromDatabaseIs500.)
 func TestRateLimitWithoutTenantAuthIs500(t *testing.T) {
-	tester := startGateway(t, `
-:`+gatewayPort+` {
+	p := newTestPorts(t)
+	tester := startGateway(t, p, `
+:`+p.gateway+` {
 	route /noauth/* {
 		tenant_ratelimit
 		respond "should not be reached" 200
 	}
 }`)
-	resp, body := do(t, tester, http.MethodGet, gatewayURL+"/noauth/x", nil)
+	resp, body := do(t, tester, http.MethodGet, p.gatewayURL()+"/noauth/x", nil)
 	assertStatus500(t, resp, body)
 }
 
