@@ -233,7 +233,9 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, opts *redis.UniversalOpti
 	if err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
-	health.Register("redis", rl.redisHealth(onError))
+	// Named after the server, never its credentials, so that handlers on
+	// different Redis servers report as separate checks.
+	health.RegisterDependency("redis", redisTarget(opts), rl.redisHealth(onError))
 	// An unreachable Redis is logged when the gateway starts, not at its
 	// first request. In the background: provisioning never waits for Redis.
 	go rl.probeRedis(ctx, onError)

@@ -499,3 +499,36 @@ func TestCleanupReleasesEverythingWhenOneReleaseFails(t *testing.T) {
 		t.Error("the fallback limiter's sweep goroutine still runs")
 	}
 }
+
+// TestTwoRedisServersAreTwoReadinessChecks: two limiters on different
+// Redis servers in one config report as two checks, so a failing one is
+// not hidden behind the other.
+func TestTwoRedisServersAreTwoReadinessChecks(t *testing.T) {
+	up := testenv.RedisAddr(t)
+	down, err := faultproxy.New(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = down.Close() })
+	down.Cut()
+	ctx := newCaddyContext(t)
+	for _, addr := range []string{up, down.Addr()} {
+		rl := &RateLimit{RedisAddr: addr, OnRedisError: onErrorDeny}
+		if err := rl.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rl.Cleanup() })
+	}
+	health, err := tenant.HealthFromContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := health.Run(context.Background())
+	upCheck, downCheck := report.Checks["redis:"+up+"/0"], report.Checks["redis:"+down.Addr()+"/0"]
+	if upCheck.Status != tenant.StatusOK || downCheck.Status != tenant.StatusDown || len(report.Checks) != 2 {
+		t.Fatalf("checks %+v: want redis:%s/0 ok and redis:%s/0 down", report.Checks, up, down.Addr())
+	}
+	if strings.Contains(downCheck.Detail, "password") {
+		t.Errorf("detail %q", downCheck.Detail)
+	}
+}

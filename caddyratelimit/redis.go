@@ -292,6 +292,16 @@ func fromURL(o *redis.UniversalOptions, raw string) error {
 
 // poolKey identifies a Redis connection: servers, database, TLS and
 // credentials (hashed, so the key never holds a password in clear).
+// redisTarget names the Redis a limiter uses in readiness checks and logs:
+// its addresses, Sentinel master and database, never a password.
+func redisTarget(o *redis.UniversalOptions) string {
+	target := strings.Join(o.Addrs, ",")
+	if o.MasterName != "" {
+		target = o.MasterName + "@" + target
+	}
+	return target + "/" + strconv.Itoa(o.DB)
+}
+
 func poolKey(o *redis.UniversalOptions) string {
 	creds := sha256.Sum256([]byte(o.Username + "\x00" + o.Password + "\x00" + o.SentinelUsername + "\x00" + o.SentinelPassword))
 	return strings.Join([]string{

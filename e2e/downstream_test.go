@@ -45,9 +45,9 @@ func TestDownstreamErrorsDoNotLeak(t *testing.T) {
 	if _, err := os.Stat(root + "/" + unreadable); err != nil {
 		t.Fatalf("this test needs Linux's %s/%s: %v", root, unreadable, err)
 	}
-	port := freePort(t)
-	url := "http://127.0.0.1:" + port
-	tester := startGateway(t, downstreamGateway(port, root, "127.0.0.1:"+freePort(t)))
+	ports := newTestPorts(t)
+	url := "http://127.0.0.1:" + ports.gateway
+	tester := startGateway(t, ports, downstreamGateway(ports.gateway, root, "127.0.0.1:"+ports.backend))
 	bearer := map[string]string{"Authorization": "Bearer " + testKey}
 
 	t.Run("file_server 403 does not reveal the path", func(t *testing.T) {
@@ -102,9 +102,9 @@ func TestOneRequestIDWhenTheBackendEchoesIt(t *testing.T) {
 		_, _ = w.Write([]byte(`{"ok":true}`))
 	}))
 	t.Cleanup(backend.Close)
-	port := freePort(t)
-	url := "http://127.0.0.1:" + port
-	tester := startGateway(t, downstreamGateway(port, t.TempDir(), strings.TrimPrefix(backend.URL, "http://")))
+	ports := newTestPorts(t)
+	url := "http://127.0.0.1:" + ports.gateway
+	tester := startGateway(t, ports, downstreamGateway(ports.gateway, t.TempDir(), strings.TrimPrefix(backend.URL, "http://")))
 
 	for _, c := range []struct{ name, query, sent string }{
 		{"echo of the client's id", "", "client-rid-7"},
