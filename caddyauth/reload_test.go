@@ -42,7 +42,11 @@ func requestsCounted(t *testing.T, reg prometheus.Gatherer, result string) float
 // caddy.Context of its own (a config: its own metrics registry).
 func provisioned(t *testing.T) (*TenantAuth, caddy.Context, context.CancelFunc) {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	base, err := caddy.ProvisionContext(nil) // a config, as Caddy provisions handlers in
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(base)
 	a := &TenantAuth{Keys: []StaticKey{{Key: "sk_test_reload", OrgID: "org_1", Plan: "basic"}}}
 	if err := a.Provision(ctx); err != nil {
 		t.Fatal(err)
