@@ -107,6 +107,13 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 		return err
 	}
 	rl.local = local
+	// The admin API and the tenants' usage report read the live state
+	// through the config's limiter registry (peek.go).
+	limiters, err := tenant.LimitersFromContext(ctx)
+	if err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
+	}
+	limiters.Register(rl)
 	if rl.RedisAddr == "" {
 		rl.limiter = local
 		rl.logger.Info("rate limiter in process (no redis_addr): limits apply per gateway instance")
