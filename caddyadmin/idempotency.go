@@ -142,11 +142,22 @@ func (a *TenantAdmin) idempotencyID(key string) []byte {
 	return sum[:]
 }
 
-// fingerprint identifies a request: method, path and compacted body.
+// fingerprint identifies a request: method, path and body, the body
+// canonical (members sorted, whitespace dropped), so that a retry that
+// spells the same JSON differently is the same request.
 func fingerprint(c *call) [32]byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s %s\n", c.r.Method, c.r.URL.Path)
-	h.Write(c.body)
+	body := c.body
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(c.body))
+	dec.UseNumber()
+	if dec.Decode(&v) == nil {
+		if canon, err := json.Marshal(v); err == nil {
+			body = canon
+		}
+	}
+	h.Write(body)
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return sum
