@@ -24,28 +24,29 @@ func TestTimescaleAnswersLikePostgres(t *testing.T) {
 	}
 	var n int
 	if err := ts.Pool().QueryRow(ctx, `SELECT count(*) FROM timescaledb_information.hypertables
-		WHERE hypertable_schema = current_schema()`).Scan(&n); err != nil || n != 4 {
+		WHERE hypertable_schema = current_schema() AND hypertable_name LIKE 'usage_%'`).Scan(&n); err != nil || n != 4 {
 		t.Fatalf("%d hypertables (err %v), want usage_events and three rollups", n, err)
 	}
 	if plain, err := pg.Timescale(ctx); err != nil || plain {
 		t.Fatalf("plain PostgreSQL reports a hypertable (err %v)", err)
 	}
 
-	evs := usagetest.Events(400, "org_ts", base, 4*time.Hour)
+	org := usagetest.UniqueOrg("org_ts_")
+	evs := usagetest.Events(400, org, base, 4*time.Hour)
 	for _, s := range []*usagestore.Store{ts, pg} {
 		for range 2 {
 			if _, err := s.Ingest(ctx, usagestore.Batch{Events: evs}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		reconcile(t, s, "org_ts", 400)
+		reconcile(t, s, org, 400)
 		if _, err := s.Maintain(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, q := range []usagestore.ReportQuery{
-		{OrgID: "org_ts", From: base, To: base.Add(5 * time.Hour), Granularity: usagestore.Hour, GroupBy: []usagestore.Dimension{usagestore.ByOutcome}},
-		{OrgID: "org_ts", From: base, To: base.Add(5 * time.Hour), Granularity: usagestore.Day, GroupBy: []usagestore.Dimension{usagestore.ByKey, usagestore.ByService}},
+		{OrgID: org, From: base, To: base.Add(5 * time.Hour), Granularity: usagestore.Hour, GroupBy: []usagestore.Dimension{usagestore.ByOutcome}},
+		{OrgID: org, From: base, To: base.Add(5 * time.Hour), Granularity: usagestore.Day, GroupBy: []usagestore.Dimension{usagestore.ByKey, usagestore.ByService}},
 	} {
 		a, err := ts.Report(ctx, q)
 		if err != nil {

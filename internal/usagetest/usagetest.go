@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantgate/tenantgate/internal/testenv"
 	"github.com/tenantgate/tenantgate/usagestore"
@@ -28,10 +27,12 @@ func FreshStore(t testing.TB, opts usagestore.Options) (*usagestore.Store, strin
 	return openMigrated(t, dsn, opts), dsn
 }
 
-// TimescaleStore migrates a new schema on TEST_TIMESCALE_URL (the PGlite
-// TimescaleDB build that .ci/run starts) and opens a store with at most two
-// connections on it. Without TEST_TIMESCALE_URL the test skips, or fails
-// under CI=true.
+// TimescaleStore migrates the database of TEST_TIMESCALE_URL (the PGlite
+// TimescaleDB build that .ci/run starts) and opens a store with one
+// connection on it. PGlite is a single session shared by every connection:
+// per-connection settings such as search_path do not isolate tests, so tests
+// on it share the schema and keep apart by organization (UniqueOrg). Without
+// TEST_TIMESCALE_URL the test skips, or fails under CI=true.
 func TimescaleStore(t testing.TB, opts usagestore.Options) (*usagestore.Store, string) {
 	t.Helper()
 	base := os.Getenv("TEST_TIMESCALE_URL")
@@ -41,34 +42,22 @@ func TimescaleStore(t testing.TB, opts usagestore.Options) (*usagestore.Store, s
 		}
 		t.Skip("TEST_TIMESCALE_URL is not set: skipping a test that needs TimescaleDB (see scripts/timescaledb)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to TEST_TIMESCALE_URL: %v", err)
-	}
-	defer conn.Close(context.Background())
-	// The extension lives in public, shared by every test schema.
-	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS timescaledb SCHEMA public`); err != nil {
-		t.Fatalf("creating the timescaledb extension: %v", err)
-	}
-	schema := testenv.UniqueName("tg_usage_")
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("creating schema %s: %v", schema, err)
-	}
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal(err)
 	}
 	q := u.Query()
-	q.Set("search_path", schema+",public")
-	q.Set("pool_max_conns", "2")
+	// One backend serves every connection in turn: named prepared
+	// statements of two connections would collide, and so would two open
+	// transactions. So: unnamed statements, one connection.
+	q.Set("default_query_exec_mode", "describe_exec")
 	u.RawQuery = q.Encode()
-	if opts.MaxConns == 0 {
-		opts.MaxConns = 2
-	}
+	opts.MaxConns = 1
 	return openMigrated(t, u.String(), opts), u.String()
 }
+
+// UniqueOrg returns an organization ID no other test uses.
+func UniqueOrg(prefix string) string { return testenv.UniqueName(prefix) }
 
 func openMigrated(t testing.TB, dsn string, opts usagestore.Options) *usagestore.Store {
 	t.Helper()
