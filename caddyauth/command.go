@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
+
+	"github.com/tenantgate/tenantgate/caddyusage"
 )
 
 // DatabaseURLEnv is read when --database-url is not given.
@@ -64,6 +66,7 @@ func buildTenantCommand(cmd *cobra.Command) {
 		RunE:  runMigrate,
 	})
 	cmd.AddCommand(orgCommand(), keyCommand())
+	cmd.AddCommand(caddyusage.UsageCommand())
 }
 
 func runMigrate(cmd *cobra.Command, _ []string) error {
