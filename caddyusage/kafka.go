@@ -35,14 +35,45 @@ var contentTypeHeader = []kgo.RecordHeader{{Key: "content-type", Value: []byte(u
 // once when the producer's buffer is full, and records not acknowledged
 // within the delivery timeout fail; both go to the spool.
 type kafkaSink struct {
-	client  *kgo.Client
-	metrics *metrics
-	logger  *zap.Logger
+	client          *kgo.Client
+	metrics         *metrics
+	logger          *zap.Logger
+	deliveryTimeout time.Duration
+	failed          func([]*usagestore.Event)
+	stop            chan struct{}
+	done            chan struct{}
 
 	mu      sync.Mutex
 	err     error
 	lastErr atomic.Int64
+
+	// inflight holds the records produced and not yet acknowledged, oldest
+	// first. franz-go cannot fail a record whose produce request is in
+	// flight to a stalled broker (that would break the idempotent
+	// sequence), so the watchdog spools every record older than the
+	// delivery timeout itself; if the broker acknowledges it later, the
+	// store's deduplication absorbs the replayed copy.
+	inflightMu sync.Mutex
+	inflight   []*inflight
 }
+
+// inflight is one produced record's fate: pending until the broker
+// acknowledges it (done) or the watchdog or a failure spools it (spooled).
+type inflight struct {
+	e        *usagestore.Event
+	deadline int64
+	state    atomic.Int32
+}
+
+const (
+	recordPending int32 = iota
+	recordDone
+	recordSpooled
+)
+
+// watchdogInterval is how often records past the delivery timeout are
+// looked for.
+const watchdogInterval = 200 * time.Millisecond
 
 // kafkaSettings are the resolved settings of a Kafka sink.
 type kafkaSettings struct {
@@ -89,7 +120,54 @@ func newKafkaSink(k kafkaSettings, m *metrics, logger *zap.Logger) (*kafkaSink, 
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
-	return &kafkaSink{client: client, metrics: m, logger: logger}, nil
+	s := &kafkaSink{client: client, metrics: m, logger: logger, deliveryTimeout: k.deliveryTimeout,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go s.watchdog()
+	return s, nil
+}
+
+// watchdog spools the records the broker has not acknowledged within the
+// delivery timeout.
+func (s *kafkaSink) watchdog() {
+	defer close(s.done)
+	t := time.NewTicker(watchdogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		var late []*usagestore.Event
+		var failed func([]*usagestore.Event)
+		s.inflightMu.Lock()
+		failed = s.failed
+		i := 0
+		for ; i < len(s.inflight); i++ {
+			r := s.inflight[i]
+			if r.state.Load() != recordPending {
+				continue
+			}
+			if r.deadline > now {
+				break
+			}
+			if r.state.CompareAndSwap(recordPending, recordSpooled) {
+				late = append(late, r.e)
+			}
+		}
+		// Forget the settled prefix.
+		j := 0
+		for j < len(s.inflight) && s.inflight[j].state.Load() != recordPending {
+			j++
+		}
+		s.inflight = append(s.inflight[:0:0], s.inflight[j:]...)
+		s.inflightMu.Unlock()
+		if len(late) > 0 && failed != nil {
+			s.setErr(errors.New("no acknowledgement within the delivery timeout " + s.deliveryTimeout.String()))
+			failed(late)
+		}
+	}
 }
 
 func saslMechanism(name, user, pass string) (sasl.Mechanism, error) {
@@ -115,12 +193,25 @@ func record(e *usagestore.Event) *kgo.Record {
 }
 
 func (s *kafkaSink) deliver(batch []*usagestore.Event, failed func([]*usagestore.Event)) {
-	for _, e := range batch {
-		e := e
-		s.client.TryProduce(context.Background(), record(e), func(_ *kgo.Record, err error) {
+	deadline := time.Now().Add(s.deliveryTimeout).UnixNano()
+	records := make([]*inflight, len(batch))
+	for i, e := range batch {
+		records[i] = &inflight{e: e, deadline: deadline}
+	}
+	s.inflightMu.Lock()
+	s.failed = failed
+	s.inflight = append(s.inflight, records...)
+	s.inflightMu.Unlock()
+	for _, r := range records {
+		r := r
+		s.client.TryProduce(context.Background(), record(r.e), func(_ *kgo.Record, err error) {
+			if !r.state.CompareAndSwap(recordPending, recordDone) {
+				return // already spooled by the watchdog
+			}
 			if err != nil {
+				r.state.Store(recordSpooled)
 				s.setErr(err)
-				failed([]*usagestore.Event{e})
+				failed([]*usagestore.Event{r.e})
 				return
 			}
 			s.setErr(nil)
@@ -148,7 +239,21 @@ func (s *kafkaSink) deliverAll(ctx context.Context, events []*usagestore.Event) 
 			s.metrics.delivered.WithLabelValues("kafka").Inc()
 		})
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * s.deliveryTimeout):
+		// A stalled broker: give up on this replay (the segment stays);
+		// records it acknowledges later are duplicates the store absorbs.
+		mu.Lock()
+		if first == nil {
+			first = errors.New("no acknowledgement within twice the delivery timeout")
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	s.setErr(first)
 	if first != nil {
 		return fmt.Errorf("kafka sink: %w", first)
@@ -187,11 +292,26 @@ func (s *kafkaSink) failing() error {
 // close waits (within ctx) for the records in flight, then closes the
 // client: records still unacknowledged fail with ErrClientClosed and their
 // promises spool them.
-func (s *kafkaSink) close(ctx context.Context, _ func([]*usagestore.Event)) {
+func (s *kafkaSink) close(ctx context.Context, failed func([]*usagestore.Event)) {
+	close(s.stop)
+	<-s.done
 	if err := s.client.Flush(ctx); err != nil {
 		s.logger.Warn("kafka did not acknowledge every usage event before the stop; the rest is spooled", zap.Error(err))
 	}
 	s.client.Close()
+	// Whatever is still pending (a promise not called yet) is spooled.
+	s.inflightMu.Lock()
+	var rest []*usagestore.Event
+	for _, r := range s.inflight {
+		if r.state.CompareAndSwap(recordPending, recordSpooled) {
+			rest = append(rest, r.e)
+		}
+	}
+	s.inflight = nil
+	s.inflightMu.Unlock()
+	if len(rest) > 0 {
+		failed(rest)
+	}
 }
 
 // kafkaLogger sends franz-go's warnings and errors to Caddy's log.
