@@ -90,10 +90,11 @@ func errString(err error) string {
 	return ""
 }
 
-// produce writes raw records to the topic and waits for the broker.
-func produce(t *testing.T, brokers, topic string, recs ...*kgo.Record) {
+// produce writes raw records to the topic, each to its Partition, and
+// waits for the broker.
+func produce(t testing.TB, brokers, topic string, recs ...*kgo.Record) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.DefaultProduceTopic(topic))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}

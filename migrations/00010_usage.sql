@@ -102,7 +102,6 @@ END
 $$;
 -- +goose StatementEnd
 
-CREATE INDEX ON usage_events (org_id, occurred_at);
 
 -- Events that are not counted: poison records (not a usage event) and late
 -- ones (older than the raw retention, whose duplicates could no longer be
