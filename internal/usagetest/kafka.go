@@ -13,7 +13,13 @@ import (
 // test ends. It returns the cluster and its bootstrap address.
 func Kafka(t testing.TB, topic string, partitions int32, opts ...kfake.Opt) (*kfake.Cluster, string) {
 	t.Helper()
-	port := FreePort(t)
+	return KafkaOnPort(t, FreePort(t), topic, partitions, opts...)
+}
+
+// KafkaOnPort is Kafka on a given port: a cluster restarted on the port and
+// DataDir of a closed one resumes it.
+func KafkaOnPort(t testing.TB, port int, topic string, partitions int32, opts ...kfake.Opt) (*kfake.Cluster, string) {
+	t.Helper()
 	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(partitions, topic)}, opts...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
