@@ -265,7 +265,7 @@ func (s *kafkaSink) setErr(err error) {
 	if err == nil {
 		// Keep a failure visible for a moment: a success of another
 		// partition does not mean the outage is over.
-		if last := s.lastErr.Load(); last != 0 && time.Since(time.Unix(0, last)) < time.Second {
+		if last := s.lastErr.Load(); last != 0 && time.Since(time.Unix(0, last)) < watchdogInterval {
 			return
 		}
 	} else {

@@ -189,8 +189,11 @@ func (p *pipeline) dispatch() {
 
 func (p *pipeline) deliver(batch []*usagestore.Event) {
 	box := p.sink.Load()
-	if box == nil {
-		p.spoolLater(batch, "no sink")
+	// While the sink fails, events go straight to the disk (durable in
+	// milliseconds, not after a delivery timeout); the replayer finds out
+	// when the sink works again.
+	if box == nil || box.failing() != nil {
+		p.spoolLater(batch, "sink failing")
 		return
 	}
 	box.deliver(batch, p.failed)
@@ -261,6 +264,7 @@ func (p *pipeline) replay() {
 			continue
 		}
 		ok := p.replayOnce()
+		p.health(context.Background()) // keeps the sink_state gauge current
 		if ok {
 			backoff = replayMinBackoff
 		} else {

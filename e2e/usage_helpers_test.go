@@ -38,6 +38,9 @@ const usageKafkaCaddyfile = `{
 	}
 }
 :{$GATEWAY_PORT} {
+	handle /health* {
+		tenant_health
+	}
 	route {
 		tenant_usage
 		tenant_auth {

@@ -98,7 +98,7 @@ func checkKafkaRecords(t *testing.T, lines []string, org, apiKey string, statuse
 		}
 		var ce struct {
 			SpecVersion, ID, Type, Source, Subject, Time, DataContentType string
-			Data                                                        map[string]any
+			Data                                                          map[string]any
 		}
 		if err := json.Unmarshal([]byte(v), &ce); err != nil {
 			t.Fatalf("record is not JSON: %v: %s", err, v)
