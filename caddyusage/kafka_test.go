@@ -168,4 +168,3 @@ func reconcileN(t *testing.T, store *usagestore.Store, org string, n int64) {
 		t.Fatal(err)
 	}
 }
-
