@@ -85,6 +85,7 @@ func ingestCommand() *cobra.Command {
 	f.Int("batch", DefaultConsumerBatch, "records per transaction, at most")
 	f.String("raw-retention", "168h", "raw events older than this are dead-lettered as late and dropped")
 	f.String("metrics-addr", "", "serve Prometheus metrics on this host:port at /metrics (default: off)")
+	f.String("session-timeout", "45s", "how long the group waits for a silent member before reassigning its partitions")
 	return c
 }
 
@@ -107,6 +108,10 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 		return fmt.Errorf("--batch: expected 1 to 100000 records, got %d", batch)
 	}
 	retention, err := durationFlag(cmd, "raw-retention")
+	if err != nil {
+		return err
+	}
+	session, err := durationFlag(cmd, "session-timeout")
 	if err != nil {
 		return err
 	}
@@ -137,7 +142,7 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 	go store.MaintainEvery(ctx, time.Hour, func(err error) { logger.Warn("usage partition maintenance failed", zap.Error(err)) })
 	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", orDefault(topic, DefaultTopic)), zap.String("group", group))
 	err = RunConsumer(ctx, ConsumerConfig{Brokers: list, Topic: topic, Group: group, MaxBatch: batch,
-		Store: store, Logger: logger, Metrics: reg})
+		SessionTimeout: session, Store: store, Logger: logger, Metrics: reg})
 	logger.Info("consumer stopped")
 	return err
 }

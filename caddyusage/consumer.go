@@ -35,6 +35,10 @@ type ConsumerConfig struct {
 	Logger       *zap.Logger
 	// Metrics, when set, receives the consumer's collectors.
 	Metrics prometheus.Registerer
+	// SessionTimeout is how long the group waits for a silent member (a
+	// killed consumer) before giving its partitions to others. Default:
+	// franz-go's (45s).
+	SessionTimeout time.Duration
 	// ClientOpts are extra franz-go options (TLS, SASL).
 	ClientOpts []kgo.Opt
 }
@@ -119,6 +123,9 @@ func RunConsumer(ctx context.Context, cfg ConsumerConfig) error {
 			return assigned, nil
 		}),
 	}, cfg.ClientOpts...)
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka consumer: %w", err)

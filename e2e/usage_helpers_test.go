@@ -135,7 +135,7 @@ func startIngest(t *testing.T, brokers, dsn, group string) *ingestProcess {
 	t.Helper()
 	p := &ingestProcess{logs: new(syncBuffer), done: make(chan error, 1)}
 	p.cmd = exec.Command(gatewayBinary(t), "tenant", "usage", "ingest", "--brokers", brokers, "--topic", usageTopic,
-		"--group", group, "--database-url", dsn, "--batch", "500")
+		"--group", group, "--database-url", dsn, "--batch", "500", "--session-timeout", "6s")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
