@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +55,46 @@ func TestUsageDefaultCaddyfileReportFromMemory(t *testing.T) {
 	cmd.Env = append(withoutDatabaseEnv(), "ADMIN_ADDR="+g.AdminAddr)
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) == 0 {
 		t.Fatalf("table report: %v\n%s", err, out)
+	}
+}
+
+// `caddy reload` keeps the process's usage pipeline: events before and
+// after the reload are all in the memory report, none lost or doubled.
+func TestUsageReloadKeepsThePipeline(t *testing.T) {
+	const cfg = `{
+	admin {$ADMIN_ADDR}
+}
+:{$GATEWAY_PORT} {
+	route {
+		tenant_usage SERVICE
+		tenant_auth {
+			key sk_test_reloadreloadreloadreload org_reload premium
+		}
+		respond "ok" 200
+	}
+}
+`
+	g := startProcess(t, strings.Replace(cfg, "SERVICE", "before", 1))
+	c := newUsageClient(g.URL, "sk_test_reloadreloadreloadreload")
+	for range 30 {
+		c.get("/x")
+	}
+	g.Reload(t, strings.Replace(cfg, "SERVICE", "after", 1))
+	for range 20 {
+		c.get("/x")
+	}
+	cmd := exec.Command(gatewayBinary(t), "tenant", "usage", "report", "--org", "org_reload", "--by", "day", "--group-by", "service", "--csv")
+	cmd.Env = append(withoutDatabaseEnv(), "ADMIN_ADDR="+g.AdminAddr)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n")[1:] {
+		f := strings.Split(line, ",")
+		got[f[1]] = f[2]
+	}
+	if got["before"] != "30" || got["after"] != "20" || len(got) != 2 {
+		t.Fatalf("requests by service %v, want before 30 and after 20\n%s", got, out)
 	}
 }
