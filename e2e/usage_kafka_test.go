@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,4 +141,43 @@ func checkKafkaRecords(t *testing.T, lines []string, org, apiKey string, statuse
 			t.Fatalf("records by status %v, the client saw %v", seen, statuses)
 		}
 	}
+}
+
+// Freshness: from the end of a request to its event in the rollups, with
+// the Kafka sink and a running consumer. Logged (a measurement, not an
+// assertion); each event must arrive.
+func TestUsageFreshnessThroughKafka(t *testing.T) {
+	_, brokers := usagetest.Kafka(t, usageTopic, 2)
+	org := usagetest.UniqueOrg("org_fresh_")
+	key := "sk_test_" + strings.Repeat("f", 32)
+	g := startProcess(t, usageKafkaCaddyfile, "KAFKA_BROKERS="+brokers, "USAGE_SPOOL_DIR="+t.TempDir(),
+		"TEST_KEY="+key, "TEST_ORG="+org, "PER_MINUTE=100000", "CLOSED_PORT="+freePort(t))
+	dsn, store := usageDB(t)
+	startIngest(t, brokers, dsn, "e2e-fresh")
+	c := newUsageClient(g.URL, key)
+	c.get("/api/warmup")
+	waitForEvents(t, store, org, 1, 60*time.Second)
+
+	var lags []time.Duration
+	for i := 2; i <= 11; i++ {
+		c.get("/api/x")
+		end := time.Now()
+		for {
+			var n int64
+			if err := store.Pool().QueryRow(context.Background(),
+				`SELECT coalesce(sum(requests), 0)::bigint FROM usage_rollup_minute WHERE org_id = $1`, org).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n >= int64(i) {
+				lags = append(lags, time.Since(end))
+				break
+			}
+			if time.Since(end) > 60*time.Second {
+				t.Fatalf("request %d not in the rollups after 60 s", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+	t.Logf("freshness (request end → minute rollup), 10 requests: median %s, max %s", lags[len(lags)/2], lags[len(lags)-1])
 }
