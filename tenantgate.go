@@ -9,4 +9,5 @@ import (
 	_ "github.com/tenantgate/tenantgate/caddyauth"
 	_ "github.com/tenantgate/tenantgate/caddyhealth"
 	_ "github.com/tenantgate/tenantgate/caddyratelimit"
+	_ "github.com/tenantgate/tenantgate/caddyusage"
 )

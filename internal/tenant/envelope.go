@@ -22,9 +22,33 @@ type EnvelopeError struct {
 	Details any `json:"details,omitempty"`
 }
 
+// GatewayErrorRecorder is implemented by a response writer that wants to
+// know that the gateway itself, not the backend, answered the request with
+// an error envelope (tenant_usage tells gateway from backend errors so).
+type GatewayErrorRecorder interface {
+	RecordGatewayError()
+}
+
+// recordGatewayError tells the first GatewayErrorRecorder among w and the
+// writers it wraps.
+func recordGatewayError(w http.ResponseWriter) {
+	for w != nil {
+		if r, ok := w.(GatewayErrorRecorder); ok {
+			r.RecordGatewayError()
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
 // WriteError renders the error envelope with the given status. The caller
 // sets any extra headers (Retry-After, WWW-Authenticate…) before calling it.
 func WriteError(w http.ResponseWriter, status int, message string, details any, requestID string) error {
+	recordGatewayError(w)
 	body, err := json.Marshal(Envelope{
 		Error:     EnvelopeError{Code: status, Message: message, Details: details},
 		Timestamp: time.Now().UTC().Format(time.RFC3339),
