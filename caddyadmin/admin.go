@@ -133,7 +133,7 @@ func (a *TenantAdmin) Provision(ctx caddy.Context) error {
 		}
 		a.poolKey = dsn
 	}
-	if a.usage, err = newUsageSource(ctx, repl.ReplaceKnown(a.UsageDatabaseURL, ""), a.pool); err != nil {
+	if a.usage, err = newUsageSource(repl.ReplaceKnown(a.UsageDatabaseURL, ""), a.pool); err != nil {
 		return fmt.Errorf("tenant_admin: %w", err)
 	}
 	a.mux = newMux(a)

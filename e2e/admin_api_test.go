@@ -9,18 +9,23 @@ import (
 	"time"
 )
 
-// adminConfig is a gateway on the key database (local limiter) and, on its
-// own loopback site, tenant_admin on the same database.
+// adminConfig is a gateway on the key database (local limiter, usage in
+// the process's memory store, the tenants' /v1/usage) and, on its own
+// loopback site, tenant_admin on the same database.
 func adminConfig(dsn, adminPort string) string {
 	return fmt.Sprintf(`
 :%[1]s {
 	route {
+		tenant_usage
 		tenant_auth {
 			database_url %[2]s
 			cache_ttl 15m
 			negative_cache_ttl 30s
 		}
 		tenant_ratelimit
+		handle /v1/usage {
+			tenant_usage_report
+		}
 		respond "{tenant.org_id} {tenant.plan}" 200
 	}
 }
@@ -459,7 +464,7 @@ func TestAdminAPI(t *testing.T) {
 		expectError(t, c.call("GET", "/v1/organisations", nil, nil), http.StatusNotFound, "")
 	})
 
-	t.Run("usage", func(t *testing.T) { testAdminUsage(t, c, acme.ID) })
+	t.Run("usage", func(t *testing.T) { testAdminUsage(t, c) })
 
 	c.coverage()
 }
