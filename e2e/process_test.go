@@ -87,14 +87,16 @@ func (b *syncBuffer) String() string {
 type gatewayProcess struct {
 	URL       string // http://127.0.0.1:<GATEWAY_PORT>
 	AdminAddr string // 127.0.0.1:<ADMIN_ADDR port>
+	AdminAPI  string // http://127.0.0.1:<ADMIN_PORT>: tenant_admin's site in the default Caddyfile
 	Logs      *syncBuffer
 	cmd       *exec.Cmd
 }
 
 // startProcess runs the built gateway on caddyfile, which should listen on
 // :{$GATEWAY_PORT} and set `admin {$ADMIN_ADDR}`; both are set to free
-// ports. env adds or overrides environment variables ("NAME=value"). The
-// process is stopped when the test ends; its output is logged on failure.
+// ports, and so is ADMIN_PORT (the default Caddyfile's admin API site).
+// env adds or overrides environment variables ("NAME=value"). The process
+// is stopped when the test ends; its output is logged on failure.
 func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess {
 	t.Helper()
 	bin := gatewayBinary(t)
@@ -103,10 +105,11 @@ func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port, adminPort := freePort(t), freePort(t)
+	port, adminPort, apiPort := freePort(t), freePort(t), freePort(t)
 	g := &gatewayProcess{
 		URL:       "http://127.0.0.1:" + port,
 		AdminAddr: "127.0.0.1:" + adminPort,
+		AdminAPI:  "http://127.0.0.1:" + apiPort,
 		Logs:      new(syncBuffer),
 	}
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
@@ -114,6 +117,7 @@ func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess
 	cmd.Env = append(os.Environ(),
 		"GATEWAY_PORT="+port,
 		"ADMIN_ADDR="+g.AdminAddr,
+		"ADMIN_PORT="+apiPort,
 		"HOME="+dir,
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
