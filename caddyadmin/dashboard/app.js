@@ -27,7 +27,7 @@ const RANGES = {
 	month: { ms: 30 * 24 * 3600e3, granularity: "day", step: 86400 },
 };
 
-const state = { orgs: [], next: null, selected: null, charts: [] };
+const state = { orgs: [], next: null, selected: null, charts: [], keyNames: new Map() };
 
 // --- API ------------------------------------------------------------------
 
@@ -171,7 +171,8 @@ async function selectOrg(o) {
 	if (o.burst != null) lim.push("burst " + o.burst);
 	$("#org-limits").textContent = "ID " + o.id + " · created " + fmtTime(o.created_at) +
 		" · limits: " + (lim.length ? lim.join(", ") : "the plan's");
-	await Promise.all([loadUsage(o), loadKeys(o)]);
+	await loadKeys(o); // first, so that top keys show names
+	await loadUsage(o);
 }
 
 async function loadUsage(o) {
@@ -273,10 +274,16 @@ function renderTopKeys(rows) {
 	body.replaceChildren();
 	for (const k of top) {
 		body.append(el("tr", { "data-key-id": k.key_id },
-			el("td", { class: "id" }, k.key_id), el("td", {}, fmtInt(k.requests)), el("td", {}, fmtInt(k.allowed)),
+			el("td", {}, keyLabel(k.key_id)), el("td", {}, fmtInt(k.requests)), el("td", {}, fmtInt(k.allowed)),
 			el("td", {}, fmtInt(k.limited)), el("td", {}, fmtInt(k.errors)), el("td", {}, fmtInt(k.bytes_out))));
 	}
 	if (!top.length) body.append(el("tr", {}, el("td", { colSpan: 6, class: "empty" }, "No requests in this period")));
+}
+
+// keyLabel names a key by its name and prefix when the keys list has it.
+function keyLabel(id) {
+	const k = state.keyNames.get(id);
+	return k ? `${k.name} (${k.prefix}…)` : id;
 }
 
 async function loadKeys(o) {
@@ -290,7 +297,10 @@ async function loadKeys(o) {
 			cursor = page.next_cursor;
 		} while (cursor && keys.length < 10000);
 		body.replaceChildren();
-		for (const k of keys) body.append(keyRow(k));
+		for (const k of keys) {
+			state.keyNames.set(k.id, k);
+			body.append(keyRow(k));
+		}
 		if (!keys.length) body.append(el("tr", {}, el("td", { colSpan: 7, class: "empty" }, "No keys")));
 	} catch (err) {
 		failed(err);
