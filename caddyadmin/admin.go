@@ -168,7 +168,7 @@ func (a *TenantAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
 	if needsToken(r.URL.Path) && !a.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tenantgate-admin"`)
-		writeError(w, r, &apiError{status: http.StatusUnauthorized, msg: "missing or invalid admin token: send Authorization: Bearer <token>"})
+		writeError(w, r, &apiError{status: http.StatusUnauthorized, msg: "missing or invalid admin token: send the header Authorization: Bearer followed by the admin token"})
 		return nil
 	}
 	a.mux.ServeHTTP(w, r)

@@ -26,9 +26,8 @@ import (
 // holds across gateway instances and restarts, for idempotency_ttl. It is
 // kept encrypted: AES-256-GCM under a key derived with HKDF-SHA256 from the
 // admin token and the Idempotency-Key, neither of which is stored (the row
-// is found by a SHA-256 of the token's ID and the Idempotency-Key). A
-// reader of the database cannot recover a created API key from it without
-// both. Without a token the derivation has only the Idempotency-Key, so
+// is found by a SHA-256 of the Idempotency-Key). A reader of the database
+// cannot recover a created API key from it without both. Without a token the derivation has only the Idempotency-Key, so
 // clients should use random ones (UUIDs).
 //
 // The operation and the record share one transaction: the record is
@@ -135,10 +134,12 @@ func checkIdempotencyKey(key string) error {
 	return nil
 }
 
-// idempotencyID finds a record: SHA-256 of the token's ID and the key, so
-// two tokens never share records and the key itself is not stored.
+// idempotencyID finds a record: a SHA-256 of the key, so the key itself is
+// not stored. The token is left out on purpose: after the token changes, a
+// retry finds its record and, unable to open it, is refused (409) rather
+// than run a second time.
 func (a *TenantAdmin) idempotencyID(key string) []byte {
-	sum := sha256.Sum256([]byte("tenantgate-idempotency-v1\x00" + a.tokenID + "\x00" + key))
+	sum := sha256.Sum256([]byte("tenantgate-idempotency-v1\x00" + key))
 	return sum[:]
 }
 

@@ -1,6 +1,6 @@
 -- The admin API's Idempotency-Key records: the first answer to a POST,
--- kept for retries (default 24 h). id is a SHA-256 of the admin token's ID
--- and the Idempotency-Key (neither is stored); fingerprint a SHA-256 of
+-- kept for retries (default 24 h). id is a SHA-256 of the Idempotency-Key
+-- (which is not stored); fingerprint a SHA-256 of
 -- the request (method, path, body); response the answer sealed with
 -- AES-256-GCM under a key derived from the admin token and the
 -- Idempotency-Key, so a created API key is not readable from the database.
