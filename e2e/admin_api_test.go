@@ -40,13 +40,21 @@ http://127.0.0.1:%[3]s {
 `, gatewayPort, dsn, adminPort, adminToken)
 }
 
+// startAdminGateway loads adminConfig into the in-process Caddy. The usage
+// pipeline's spool goes to a directory of this test binary's, not to the
+// default data directory, which a gateway running on the machine may hold.
+func startAdminGateway(t *testing.T, dsn, adminPort string) {
+	t.Helper()
+	startGatewayWithGlobals(t, "\ttenant_usage {\n\t\tspool_dir "+inProcessSpoolDir(t)+"\n\t}", adminConfig(dsn, adminPort))
+}
+
 // TestAdminAPI exercises every route of the admin API against a real
 // PostgreSQL, success and error paths, each answer checked against the
 // served OpenAPI document; it fails if a route was not exercised.
 func TestAdminAPI(t *testing.T) {
 	dsn := migratedDB(t)
 	adminPort := freePort(t)
-	startGateway(t, adminConfig(dsn, adminPort))
+	startAdminGateway(t, dsn, adminPort)
 	c := newAdminClient(t, "http://127.0.0.1:"+adminPort, adminToken)
 	expectStatus(t, c.call("GET", "/v1/openapi.json", nil, map[string]string{"Authorization": ""}), http.StatusOK)
 

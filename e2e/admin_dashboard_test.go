@@ -39,7 +39,7 @@ func TestAdminDashboardInBrowser(t *testing.T) {
 	exe := chromium(t)
 	dsn := migratedDB(t)
 	adminPort := freePort(t)
-	startGateway(t, adminConfig(dsn, adminPort))
+	startAdminGateway(t, dsn, adminPort)
 	base := "http://127.0.0.1:" + adminPort
 	c := newAdminClient(t, base, adminToken)
 

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +22,23 @@ import (
 
 // adminToken is the admin token of the e2e configs.
 const adminToken = "e2e-admin-token-5b0c1f2e9d8a7c6b"
+
+// spoolDir is the usage spool of the in-process Caddy's pipeline, which
+// lives as long as the test binary (TestMain removes it).
+var spoolDir struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func inProcessSpoolDir(t *testing.T) string {
+	t.Helper()
+	spoolDir.once.Do(func() { spoolDir.path, spoolDir.err = os.MkdirTemp("", "tenantgate-e2e-spool-") })
+	if spoolDir.err != nil {
+		t.Fatal(spoolDir.err)
+	}
+	return spoolDir.path
+}
 
 // migratedDB creates a fresh database with the Tenantgate schema.
 func migratedDB(t *testing.T) string {
@@ -328,7 +343,3 @@ func artifactPath(t *testing.T, name string) string {
 	}
 	return dir + "/" + name
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
-
-var _ = fmt.Sprintf

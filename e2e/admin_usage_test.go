@@ -163,7 +163,7 @@ func selfService(t *testing.T, url, key string) (int, tenantUsage, []byte) {
 func TestTenantUsageReportIsolation(t *testing.T) {
 	dsn := migratedDB(t)
 	adminPort := freePort(t)
-	startGateway(t, adminConfig(dsn, adminPort))
+	startAdminGateway(t, dsn, adminPort)
 	c := newAdminClient(t, "http://127.0.0.1:"+adminPort, adminToken)
 	a, b := c.createOrg("Tenant A", "basic"), c.createOrg("Tenant B", "premium")
 	ka, kb := c.createKey(a.ID, "a"), c.createKey(b.ID, "b")

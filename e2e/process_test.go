@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if binary.dir != "" {
 		_ = os.RemoveAll(binary.dir)
 	}
+	if spoolDir.path != "" {
+		_ = os.RemoveAll(spoolDir.path)
+	}
 	os.Exit(code)
 }
 
