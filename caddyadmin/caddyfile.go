@@ -12,6 +12,8 @@ import (
 func init() {
 	httpcaddyfile.RegisterHandlerDirective(moduleName, parseCaddyfile)
 	httpcaddyfile.RegisterDirectiveOrder(moduleName, httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterHandlerDirective("tenant_usage_report", parseReportCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("tenant_usage_report", httpcaddyfile.Before, "respond")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -70,5 +72,39 @@ func (a *TenantAdmin) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// Interface guard
-var _ caddyfile.Unmarshaler = (*TenantAdmin)(nil)
+func parseReportCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	u := new(UsageReport)
+	err := u.UnmarshalCaddyfile(h.Dispenser)
+	return u, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	tenant_usage_report [<matcher>] {
+//	    database_url [<url>]
+//	}
+func (u *UsageReport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("tenant_usage_report: unexpected argument %q; settings go in a block", d.Val())
+	}
+	for d.NextBlock(0) {
+		switch sub := d.Val(); sub {
+		case "database_url":
+			args := d.RemainingArgs()
+			if len(args) > 1 {
+				return d.Errf("tenant_usage_report: database_url: expected one URL, got %d arguments", len(args))
+			}
+			u.DatabaseURL = strings.Join(args, "")
+		default:
+			return d.Errf("tenant_usage_report: unknown subdirective %q (expected: database_url)", sub)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*TenantAdmin)(nil)
+	_ caddyfile.Unmarshaler = (*UsageReport)(nil)
+)

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -24,8 +22,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(UsageReport{})
-	httpcaddyfile.RegisterHandlerDirective("tenant_usage_report", parseReportCaddyfile)
-	httpcaddyfile.RegisterDirectiveOrder("tenant_usage_report", httpcaddyfile.Before, "respond")
 }
 
 // UsageReport answers the calling tenant's own usage and limits: today's
@@ -201,41 +197,9 @@ func period(rows []usagestore.ReportRow, from, to time.Time) usagePeriod {
 	return p
 }
 
-func parseReportCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	u := new(UsageReport)
-	err := u.UnmarshalCaddyfile(h.Dispenser)
-	return u, err
-}
-
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
-//
-//	tenant_usage_report [<matcher>] {
-//	    database_url [<url>]
-//	}
-func (u *UsageReport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
-	if d.NextArg() {
-		return d.Errf("tenant_usage_report: unexpected argument %q; settings go in a block", d.Val())
-	}
-	for d.NextBlock(0) {
-		switch sub := d.Val(); sub {
-		case "database_url":
-			args := d.RemainingArgs()
-			if len(args) > 1 {
-				return d.Errf("tenant_usage_report: database_url: expected one URL, got %d arguments", len(args))
-			}
-			u.DatabaseURL = strings.Join(args, "")
-		default:
-			return d.Errf("tenant_usage_report: unknown subdirective %q (expected: database_url)", sub)
-		}
-	}
-	return nil
-}
-
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*UsageReport)(nil)
 	_ caddy.CleanerUpper          = (*UsageReport)(nil)
 	_ caddyhttp.MiddlewareHandler = (*UsageReport)(nil)
-	_ caddyfile.Unmarshaler       = (*UsageReport)(nil)
 )

@@ -142,11 +142,12 @@ func (a *TenantAdmin) serve(rt *route) http.HandlerFunc {
 			a.logChange(rt, r, rep, err)
 		}
 		if err != nil {
-			if storeError(err).status >= 500 {
+			e := storeError(err)
+			if e.status >= 500 {
 				a.logger.Error("admin API request failed", zap.String("request_id", requestID(r)),
 					zap.String("operation", rt.operationID), zap.Error(err))
 			}
-			writeError(w, r, storeError(err))
+			writeError(w, r, e)
 			return
 		}
 		if rep.location != "" {
@@ -224,8 +225,9 @@ func (a *TenantAdmin) logChange(rt *route, r *http.Request, rep *reply, err erro
 		}
 	}
 	if err != nil {
-		status = storeError(err).status
-		fields = append(fields, zap.String("error", storeError(err).msg))
+		e := storeError(err)
+		status = e.status
+		fields = append(fields, zap.String("error", e.msg))
 	}
 	if _, perr := uuid.Parse(orgID); perr == nil {
 		fields = append(fields, zap.String("organization_id", orgID))

@@ -200,3 +200,44 @@ func TestAdminRefusesPublicSiteWithoutToken(t *testing.T) {
 		t.Errorf("a short token validated: %v\n%s", err, out)
 	}
 }
+
+// TestAdminWithoutDatabase: the default Caddyfile with no environment at
+// all still serves the admin site: the dashboard, the document, the demo
+// organization's usage from the memory store; the organization and key
+// routes answer 503 saying what to set.
+func TestAdminWithoutDatabase(t *testing.T) {
+	demo := freePort(t)
+	g := startProcess(t, readDefaultCaddyfile(t), "DEMO_BACKEND_PORT="+demo, "API_SERVICE_URL=127.0.0.1:"+demo,
+		"USAGE_SPOOL_DIR="+t.TempDir())
+	var c *adminClient
+	deadline := time.Now().Add(10 * time.Second)
+	for c == nil {
+		if resp, err := http.Get(g.AdminAPI + "/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				c = newAdminClient(t, g.AdminAPI, "")
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the admin site %s did not answer", g.AdminAPI)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	env := expectError(t, c.call("GET", "/v1/orgs", nil, map[string]string{"Authorization": ""}), http.StatusServiceUnavailable, "")
+	if !strings.Contains(env.Error.Message, "database_url") || !strings.Contains(env.Error.Message, "DATABASE_URL") {
+		t.Errorf("503 message %q does not say what to set", env.Error.Message)
+	}
+	expectError(t, c.call("POST", "/v1/orgs", map[string]any{"name": "x"}, map[string]string{"Authorization": ""}), http.StatusServiceUnavailable, "")
+	for i := 0; i < 3; i++ {
+		gatewayStatus(t, g.URL+"/api/users", "sk_test_abc123")
+	}
+	u := waitUsage(t, c, "org_1", "?granularity=minute", 3)
+	if u.Source != "memory" {
+		t.Errorf("usage source %q, want memory", u.Source)
+	}
+	code, mine, body := selfService(t, g.URL+"/v1/usage", "sk_test_abc123")
+	if code != http.StatusOK || mine.OrgID != "org_1" || mine.Today.Requests != 3 || mine.Source != "memory" || mine.Limits == nil {
+		t.Errorf("GET /v1/usage with the demo key: %d %s", code, body)
+	}
+}

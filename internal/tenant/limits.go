@@ -101,8 +101,22 @@ func (r *LimiterRegistry) Limiter() LimitPeeker {
 	return r.limiters[0]
 }
 
-// LimitersFromContext returns the config's limiter registry.
-func LimitersFromContext(ctx caddy.Context) (*LimiterRegistry, error) {
+// ErrNoConfig means a caddy.Context carries no config: one made with
+// caddy.NewContext by a unit test that provisions a module by hand. It has
+// no apps, so no registry.
+var ErrNoConfig = errors.New("the Caddy context has no config")
+
+// LimitersFromContext returns the config's limiter registry, or
+// ErrNoConfig.
+func LimitersFromContext(ctx caddy.Context) (reg *LimiterRegistry, err error) {
+	// caddy.Context.App dereferences the config without checking it; a
+	// context without one is recognised by that panic (loading this
+	// registry, which has no configuration, cannot panic otherwise).
+	defer func() {
+		if recover() != nil {
+			reg, err = nil, ErrNoConfig
+		}
+	}()
 	app, err := ctx.App(LimiterRegistryID)
 	if err != nil {
 		return nil, err
