@@ -5,7 +5,9 @@ package tenantgate
 
 import (
 	// Tenantgate's Caddy modules.
+	_ "github.com/tenantgate/tenantgate/caddyadmin"
 	_ "github.com/tenantgate/tenantgate/caddyauth"
 	_ "github.com/tenantgate/tenantgate/caddyhealth"
 	_ "github.com/tenantgate/tenantgate/caddyratelimit"
+	_ "github.com/tenantgate/tenantgate/caddyusage"
 )

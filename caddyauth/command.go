@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
+	"github.com/tenantgate/tenantgate/caddyusage"
 	"github.com/tenantgate/tenantgate/keystore"
 )
 
@@ -71,6 +72,7 @@ func buildTenantCommand(cmd *cobra.Command) {
 		RunE:  runMigrate,
 	})
 	cmd.AddCommand(orgCommand(), keyCommand())
+	cmd.AddCommand(caddyusage.UsageCommand())
 }
 
 func runMigrate(cmd *cobra.Command, _ []string) error {

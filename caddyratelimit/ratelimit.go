@@ -145,6 +145,14 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	}
 	rl.policies = newPolicies(plans, rl.metrics, rl.logger)
 
+	// The admin API and the tenants' usage report read the live state
+	// through the config's limiter registry (peek.go).
+	limiters, err := tenant.LimitersFromContext(ctx)
+	if err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
+	}
+	limiters.Register(rl)
+
 	opts, err := rl.expandRedisSettings(caddy.NewReplacer())
 	if err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
@@ -397,4 +405,5 @@ var (
 	_ caddy.CleanerUpper          = (*RateLimit)(nil)
 	_ caddyhttp.MiddlewareHandler = (*RateLimit)(nil)
 	_ caddyfile.Unmarshaler       = (*RateLimit)(nil)
+	_ tenant.LimitPeeker          = (*RateLimit)(nil)
 )

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if binary.dir != "" {
 		_ = os.RemoveAll(binary.dir)
 	}
+	if spoolDir.path != "" {
+		_ = os.RemoveAll(spoolDir.path)
+	}
 	os.Exit(code)
 }
 
@@ -98,6 +101,7 @@ func (b *syncBuffer) String() string {
 type gatewayProcess struct {
 	URL       string // http://127.0.0.1:<GATEWAY_PORT>
 	AdminAddr string // 127.0.0.1:<ADMIN_ADDR port>
+	AdminAPI  string // http://127.0.0.1:<ADMIN_PORT>: tenant_admin's site in the default Caddyfile
 	Logs      *syncBuffer
 	cmd       *exec.Cmd
 }
@@ -105,8 +109,9 @@ type gatewayProcess struct {
 // startProcess runs the built gateway on caddyfile, which should listen on
 // :{$GATEWAY_PORT} and either set `admin {$ADMIN_ADDR}` or leave the admin
 // address to CADDY_ADMIN, as the default Caddyfile does; all are set to
-// free ports. env adds or overrides environment variables ("NAME=value"). The
-// process is stopped when the test ends; its output is logged on failure.
+// free ports, and so is ADMIN_PORT (the default Caddyfile's admin API site).
+// env adds or overrides environment variables ("NAME=value"). The process
+// is stopped when the test ends; its output is logged on failure.
 func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess {
 	t.Helper()
 	bin := gatewayBinary(t)
@@ -115,11 +120,12 @@ func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 2)
-	port, adminPort := ports[0], ports[1]
+	ports := freePorts(t, 3)
+	port, adminPort, apiPort := ports[0], ports[1], ports[2]
 	g := &gatewayProcess{
 		URL:       "http://127.0.0.1:" + port,
 		AdminAddr: "127.0.0.1:" + adminPort,
+		AdminAPI:  "http://127.0.0.1:" + apiPort,
 		Logs:      new(syncBuffer),
 	}
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
@@ -128,6 +134,7 @@ func startProcess(t *testing.T, caddyfile string, env ...string) *gatewayProcess
 		"GATEWAY_PORT="+port,
 		"ADMIN_ADDR="+g.AdminAddr,
 		"CADDY_ADMIN="+g.AdminAddr,
+		"ADMIN_PORT="+apiPort,
 		"HOME="+dir,
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),

@@ -9,6 +9,8 @@
 #   auth            tenant_auth (static key) + reverse_proxy
 #   auth+local      + tenant_ratelimit, in process
 #   auth+redis      + tenant_ratelimit on Redis     (REDIS_ADDR, or a private redis-server)
+#   auth+redis+usage  + tenant_usage, Kafka sink on a local broker (kfake,
+#                   scripts/kafkabroker): what the usage pipeline costs
 #   auth+redis+db   + database_url, a key from Postgres (only when DATABASE_URL is set)
 #
 # and runs wrk against each, interleaved (bare, auth, …, bare, auth, …) for
@@ -62,6 +64,14 @@ else
 	echo "bench: no Redis (set REDIS_ADDR or install redis-server): skipping auth+redis" >&2
 fi
 
+# Kafka: a local broker (kfake) for the usage site's sink.
+go build -o "$work/kafkabroker" ./scripts/kafkabroker
+alloc_port
+kafka_port=$PORT
+"$work/kafkabroker" -port "$kafka_port" 2>"$work/kafka.log" &
+pids+=($!)
+wait_port "$kafka_port" "kafka broker"
+
 # Postgres: a key from the database when DATABASE_URL is set.
 db_key=""
 if [ -n "${DATABASE_URL:-}" ]; then
@@ -79,7 +89,7 @@ plan="plan bench 90000000 100000000000 burst 1000000"
 alloc_port
 admin_port=$PORT
 sites=(bare bare+headers auth auth+local)
-[ -n "$redis_addr" ] && sites+=(auth+redis)
+[ -n "$redis_addr" ] && sites+=(auth+redis auth+redis+usage)
 [ -n "$db_key" ] && [ -n "$redis_addr" ] && sites+=(auth+redis+db)
 
 declare -A port key
@@ -89,6 +99,12 @@ declare -A port key
 	admin 127.0.0.1:$admin_port
 	log {
 		level ERROR
+	}
+	tenant_usage {
+		spool_dir $work/spool
+		kafka {
+			brokers 127.0.0.1:$kafka_port
+		}
 	}
 }
 EOF
@@ -120,12 +136,14 @@ EOF
 			echo "			key $static_key org_bench bench"
 			echo "		}"
 			;;
-		auth+local | auth+redis)
+		auth+local | auth+redis | auth+redis+usage)
+			[ "$site" = auth+redis+usage ] && echo "		tenant_usage"
 			echo "		tenant_auth {"
-			echo "			key $static_key org_bench_${site#auth+} bench"
+			org=${site#auth+}
+			echo "			key $static_key org_bench_${org//+/_} bench"
 			echo "		}"
 			echo "		tenant_ratelimit {"
-			[ "$site" = auth+redis ] && echo "			redis_addr $redis_addr"
+			[ "$site" != auth+local ] && echo "			redis_addr $redis_addr"
 			echo "			$plan"
 			echo "		}"
 			;;
@@ -203,12 +221,12 @@ awk -v order="${sites[*]}" '
 	}
 	{ rps[$1, $2] = $3; p50[$2] = p50[$2] " " $4; p99[$2] = p99[$2] " " $5; bad[$2] += $6; rounds[$1] = 1; rps_all[$2] = rps_all[$2] " " $3; cpu[$2] = cpu[$2] " " $7 }
 	END {
-		printf "%-14s %12s %10s %10s %11s %11s %8s %14s\n", "site", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p99 ratio", "non-2xx", "Caddy µs/req"
+		printf "%-16s %12s %10s %10s %11s %11s %8s %14s\n", "site", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p99 ratio", "non-2xx", "Caddy µs/req"
 		n = split(order, sites, " ")
 		for (i = 1; i <= n; i++) {
 			s = sites[i]; ratios = ""; pr = ""
 			for (r in rounds) ratios = ratios " " rps[r, s] / rps[r, "bare"]
-			printf "%-14s %12.0f %10.3f %10.3f %11.3f %11.3f %8d %14.1f\n", s, median(rps_all[s]), median(p50[s]) / 1000,
+			printf "%-16s %12.0f %10.3f %10.3f %11.3f %11.3f %8d %14.1f\n", s, median(rps_all[s]), median(p50[s]) / 1000,
 				median(p99[s]) / 1000, median(ratios), median(p99[s]) / median(p99["bare"]), bad[s], median(cpu[s])
 		}
 	}' "$results"

@@ -51,11 +51,35 @@ var envelopeWriters = sync.Pool{New: func() any {
 // with huge details does not pin its memory.
 const maxPooledEnvelope = 16 << 10
 
+// GatewayErrorRecorder is implemented by a response writer that wants to
+// know that the gateway itself, not the backend, answered the request with
+// an error envelope (tenant_usage tells gateway from backend errors so).
+type GatewayErrorRecorder interface {
+	RecordGatewayError()
+}
+
+// recordGatewayError tells the first GatewayErrorRecorder among w and the
+// writers it wraps.
+func recordGatewayError(w http.ResponseWriter) {
+	for w != nil {
+		if r, ok := w.(GatewayErrorRecorder); ok {
+			r.RecordGatewayError()
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
 // WriteError renders the error envelope with the given status. The caller
 // sets any extra headers (Retry-After, WWW-Authenticate…) before calling it.
 // A 500's message is always InternalErrorMessage, whatever the caller
 // passes: the cause must go to the log, not to the client.
 func WriteError(w http.ResponseWriter, status int, message string, details any, requestID string) error {
+	recordGatewayError(w)
 	if status == http.StatusInternalServerError {
 		message = InternalErrorMessage
 	}
