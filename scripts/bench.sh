@@ -38,7 +38,7 @@ while getopts "d:c:t:r:h" opt; do
 	t) threads=$OPTARG ;;
 	r) rounds=$OPTARG ;;
 	*)
-		sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac
