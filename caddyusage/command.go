@@ -2,6 +2,7 @@ package caddyusage
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/usagestore"
@@ -35,6 +37,10 @@ const (
 	KafkaBrokersEnv     = "KAFKA_BROKERS"
 	KafkaTopicEnv       = "KAFKA_TOPIC"
 	AdminAddrEnv        = "ADMIN_ADDR"
+	// KafkaSASLUserEnv and KafkaSASLPasswordEnv hold the consumer's SASL
+	// credentials (kept off the command line).
+	KafkaSASLUserEnv     = "KAFKA_SASL_USERNAME"
+	KafkaSASLPasswordEnv = "KAFKA_SASL_PASSWORD"
 )
 
 // UsageCommand is `caddy tenant usage`: ingest (the Kafka consumer) and
@@ -86,6 +92,8 @@ func ingestCommand() *cobra.Command {
 	f.String("raw-retention", "168h", "raw events older than this are dead-lettered as late and dropped")
 	f.String("metrics-addr", "", "serve Prometheus metrics on this host:port at /metrics (default: off)")
 	f.String("session-timeout", "45s", "how long the group waits for a silent member before reassigning its partitions")
+	f.Bool("tls", false, "connect to the brokers with TLS (system roots)")
+	f.String("sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (credentials from $"+KafkaSASLUserEnv+" and $"+KafkaSASLPasswordEnv+")")
 	return c
 }
 
@@ -119,6 +127,17 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 	if dsn == "" {
 		return fmt.Errorf("no usage database: give --database-url or set %s or %s", UsageDatabaseURLEnv, DatabaseURLEnv)
 	}
+	var clientOpts []kgo.Opt
+	if useTLS, _ := cmd.Flags().GetBool("tls"); useTLS {
+		clientOpts = append(clientOpts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	if mech, _ := cmd.Flags().GetString("sasl"); mech != "" {
+		m, err := saslMechanism(mech, os.Getenv(KafkaSASLUserEnv), os.Getenv(KafkaSASLPasswordEnv))
+		if err != nil {
+			return fmt.Errorf("--sasl: %w", err)
+		}
+		clientOpts = append(clientOpts, kgo.SASL(m))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := caddy.Log().Named("usage.ingest")
@@ -142,7 +161,7 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 	go store.MaintainEvery(ctx, time.Hour, func(err error) { logger.Warn("usage partition maintenance failed", zap.Error(err)) })
 	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", orDefault(topic, DefaultTopic)), zap.String("group", group))
 	err = RunConsumer(ctx, ConsumerConfig{Brokers: list, Topic: topic, Group: group, MaxBatch: batch,
-		SessionTimeout: session, Store: store, Logger: logger, Metrics: reg})
+		SessionTimeout: session, Store: store, Logger: logger, Metrics: reg, ClientOpts: clientOpts})
 	logger.Info("consumer stopped")
 	return err
 }

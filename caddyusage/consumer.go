@@ -132,12 +132,29 @@ func RunConsumer(ctx context.Context, cfg ConsumerConfig) error {
 	}
 	defer client.CloseAllowingRebalance()
 
+	// One batch is written while the next is polled and decoded; batches
+	// are still written one after the other, in order. A rebalance may
+	// happen only once the written batch is committed.
+	var writing chan error
+	finish := func() error {
+		if writing == nil {
+			return nil
+		}
+		err := <-writing
+		writing = nil
+		if err == nil {
+			client.AllowRebalance()
+		}
+		return err
+	}
 	for {
 		fetches := client.PollRecords(ctx, cfg.MaxBatch)
 		if ctx.Err() != nil {
+			_ = finish()
 			return nil
 		}
 		if fetches.IsClientClosed() {
+			_ = finish()
 			return errors.New("kafka consumer: client closed")
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
@@ -145,20 +162,23 @@ func RunConsumer(ctx context.Context, cfg ConsumerConfig) error {
 				log.Warn("fetch failed", zap.String("topic", topic), zap.Int32("partition", p), zap.Error(err))
 			}
 		})
-		batch, last := buildBatch(fetches, cfg.Group)
+		batch, n := buildBatch(fetches, cfg.Group)
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if n := len(p.Records); n > 0 {
-				m.lag.WithLabelValues(strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - p.Records[n-1].Offset - 1))
+			if k := len(p.Records); k > 0 {
+				m.lag.WithLabelValues(strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - p.Records[k-1].Offset - 1))
 			}
 		})
-		if last == 0 {
+		if err := finish(); err != nil {
+			return nil // ctx ended: the batch is redone by whoever resumes
+		}
+		if n == 0 {
 			client.AllowRebalance()
 			continue
 		}
-		if err := ingestWithRetry(ctx, store, batch, m, log); err != nil {
-			return nil // ctx ended: the batch is redone by whoever resumes
-		}
-		client.AllowRebalance()
+		writing = make(chan error, 1)
+		go func(b usagestore.Batch, done chan<- error) {
+			done <- ingestWithRetry(ctx, store, b, m, log)
+		}(batch, writing)
 	}
 }
 

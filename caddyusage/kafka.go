@@ -9,7 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -37,6 +39,7 @@ var contentTypeHeader = []kgo.RecordHeader{{Key: "content-type", Value: []byte(u
 type kafkaSink struct {
 	client          *kgo.Client
 	metrics         *metrics
+	delivered       prometheus.Counter
 	logger          *zap.Logger
 	deliveryTimeout time.Duration
 	failed          func([]*usagestore.Event)
@@ -57,12 +60,24 @@ type kafkaSink struct {
 	inflight   []*inflight
 }
 
-// inflight is one produced record's fate: pending until the broker
+// inflight is one produced record and its fate: pending until the broker
 // acknowledges it (done) or the watchdog or a failure spools it (spooled).
+// The record is its first field, so the one promise function of the sink
+// finds the inflight from the record it is given: one allocation per
+// event for record and bookkeeping, and no closure.
 type inflight struct {
+	rec      kgo.Record // first: see fromRecord
 	e        *usagestore.Event
+	sink     *kafkaSink
+	failed   func([]*usagestore.Event)
 	deadline int64
 	state    atomic.Int32
+}
+
+// fromRecord returns the inflight whose record r is. Only records made by
+// deliver (always the rec field of an inflight) reach the promise.
+func fromRecord(r *kgo.Record) *inflight {
+	return (*inflight)(unsafe.Pointer(r))
 }
 
 const (
@@ -120,7 +135,7 @@ func newKafkaSink(k kafkaSettings, m *metrics, logger *zap.Logger) (*kafkaSink, 
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
-	s := &kafkaSink{client: client, metrics: m, logger: logger, deliveryTimeout: k.deliveryTimeout,
+	s := &kafkaSink{client: client, metrics: m, delivered: m.delivered.WithLabelValues("kafka"), logger: logger, deliveryTimeout: k.deliveryTimeout,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.watchdog()
 	return s, nil
@@ -196,28 +211,37 @@ func (s *kafkaSink) deliver(batch []*usagestore.Event, failed func([]*usagestore
 	deadline := time.Now().Add(s.deliveryTimeout).UnixNano()
 	records := make([]*inflight, len(batch))
 	for i, e := range batch {
-		records[i] = &inflight{e: e, deadline: deadline}
+		r := &inflight{e: e, sink: s, failed: failed, deadline: deadline}
+		// The key is never modified by the client: share the string's bytes.
+		r.rec.Key = unsafe.Slice(unsafe.StringData(e.OrgID), len(e.OrgID))
+		r.rec.Value = e.AppendCloudEvent(make([]byte, 0, 512))
+		r.rec.Headers = contentTypeHeader
+		records[i] = r
 	}
 	s.inflightMu.Lock()
 	s.failed = failed
 	s.inflight = append(s.inflight, records...)
 	s.inflightMu.Unlock()
 	for _, r := range records {
-		r := r
-		s.client.TryProduce(context.Background(), record(r.e), func(_ *kgo.Record, err error) {
-			if !r.state.CompareAndSwap(recordPending, recordDone) {
-				return // already spooled by the watchdog
-			}
-			if err != nil {
-				r.state.Store(recordSpooled)
-				s.setErr(err)
-				failed([]*usagestore.Event{r.e})
-				return
-			}
-			s.setErr(nil)
-			s.metrics.delivered.WithLabelValues("kafka").Inc()
-		})
+		s.client.TryProduce(context.Background(), &r.rec, deliveredOrSpooled)
 	}
+}
+
+// deliveredOrSpooled is the promise of every record deliver produces.
+func deliveredOrSpooled(rec *kgo.Record, err error) {
+	r := fromRecord(rec)
+	if !r.state.CompareAndSwap(recordPending, recordDone) {
+		return // already spooled by the watchdog
+	}
+	s := r.sink
+	if err != nil {
+		r.state.Store(recordSpooled)
+		s.setErr(err)
+		r.failed([]*usagestore.Event{r.e})
+		return
+	}
+	s.setErr(nil)
+	s.delivered.Inc()
 }
 
 func (s *kafkaSink) deliverAll(ctx context.Context, events []*usagestore.Event) error {
@@ -236,7 +260,7 @@ func (s *kafkaSink) deliverAll(ctx context.Context, events []*usagestore.Event) 
 				mu.Unlock()
 				return
 			}
-			s.metrics.delivered.WithLabelValues("kafka").Inc()
+			s.delivered.Inc()
 		})
 	}
 	done := make(chan struct{})

@@ -36,6 +36,11 @@ type sink interface {
 // Pipeline tuning.
 const (
 	maxDispatchBatch = 2000
+	// dispatchLinger is how long the dispatcher lets events gather after
+	// the first one. While it sleeps, the handlers' sends only fill the
+	// buffer and wake no goroutine: one wake-up per linger instead of one
+	// per request.
+	dispatchLinger   = 2 * time.Millisecond
 	replayMinBackoff = time.Second
 	replayMaxBackoff = 30 * time.Second
 	// spoolFlushDelay lets events that overflow together share one fsync.
@@ -172,6 +177,9 @@ func (p *pipeline) dispatch() {
 				}
 				p.deliver(batch)
 			}
+		}
+		if len(p.events) < maxDispatchBatch/2 {
+			time.Sleep(dispatchLinger)
 		}
 		batch = append(batch[:0], e)
 	fill:

@@ -25,7 +25,8 @@
 # Environment: REDIS_ADDR (host:port), DATABASE_URL, BENCH_CPUPROFILE=<file>
 # (a 10 s CPU profile of one site under load, from Caddy's admin pprof
 # endpoint; BENCH_PROFILE_SITE picks the site, default auth+redis),
-# BENCH_RAW=1 (print every round's numbers).
+# BENCH_RAW=1 (print every round's numbers), BENCH_SITES="bare auth+redis …"
+# (measure only these sites; bare is always kept, ratios need it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,7 @@ while getopts "d:c:t:r:h" opt; do
 	t) threads=$OPTARG ;;
 	r) rounds=$OPTARG ;;
 	*)
-		sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac
@@ -91,6 +92,12 @@ admin_port=$PORT
 sites=(bare bare+headers auth auth+local)
 [ -n "$redis_addr" ] && sites+=(auth+redis auth+redis+usage)
 [ -n "$db_key" ] && [ -n "$redis_addr" ] && sites+=(auth+redis+db)
+if [ -n "${BENCH_SITES:-}" ]; then
+	wanted=" bare $BENCH_SITES "
+	kept=()
+	for site in "${sites[@]}"; do [[ $wanted == *" $site "* ]] && kept+=("$site"); done
+	sites=("${kept[@]}")
+fi
 
 declare -A port key
 {

@@ -226,10 +226,11 @@ func ParseCloudEvent(b []byte) (Event, error) {
 		return poison("time %q is not RFC 3339", ce.Time)
 	}
 	d := ce.Data
-	for name, v := range map[string]string{"org_id": d.OrgID, "key_id": d.KeyID, "plan": d.Plan, "service": d.Service,
-		"method": d.Method, "request_id": d.RequestID, "ratelimit_source": d.RateLimitSource, "source": ce.Source} {
-		if len(v) > maxFieldLen {
-			return poison("%s is longer than %d bytes", name, maxFieldLen)
+	for _, f := range [...]struct{ name, v string }{{"org_id", d.OrgID}, {"key_id", d.KeyID}, {"plan", d.Plan},
+		{"service", d.Service}, {"method", d.Method}, {"request_id", d.RequestID},
+		{"ratelimit_source", d.RateLimitSource}, {"source", ce.Source}} {
+		if len(f.v) > maxFieldLen {
+			return poison("%s is longer than %d bytes", f.name, maxFieldLen)
 		}
 	}
 	switch {
