@@ -21,6 +21,7 @@ import (
 
 	"github.com/tenantgate/tenantgate/caddyusage"
 	"github.com/tenantgate/tenantgate/keystore"
+	"github.com/tenantgate/tenantgate/migrations"
 )
 
 // DatabaseURLEnv is read when --database-url is not given.
@@ -82,7 +83,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	}
 	ctx, cancel := cliContext()
 	defer cancel()
-	res, err := keystore.Migrate(ctx, cfg)
+	res, err := migrations.Up(ctx, cfg)
 	if err != nil {
 		return dbError(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // usageRow is the part of a usage row the tests read.
@@ -161,7 +163,7 @@ func selfService(t *testing.T, url, key string) (int, tenantUsage, []byte) {
 // TestTenantUsageReportIsolation: a tenant's GET /v1/usage reports its own
 // organization only, whatever the query string names, with its live limits.
 func TestTenantUsageReportIsolation(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	ports := startAdminGateway(t, dsn)
 	adminPort, gatewayURL := ports.backend, ports.gatewayURL()
 	c := newAdminClient(t, "http://127.0.0.1:"+adminPort, adminToken)

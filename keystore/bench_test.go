@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // BenchmarkCachedLookup measures what a request with a cached database key
@@ -39,8 +40,8 @@ func BenchmarkCachedLookup(b *testing.B) {
 // database from TEST_DATABASE_URL): each lookup is of a key evicted just
 // before. It reports the median and the 99th percentile.
 func BenchmarkMissLookup(b *testing.B) {
-	dsn := migratedDB(b)
-	conn := connect(b, dsn)
+	dsn := testenv.MigratedDatabase(b)
+	conn := testenv.Connect(b, dsn)
 	org := seedOrg(b, conn, "basic")
 	hashes := make([]KeyHash, 64)
 	for i := range hashes {

@@ -100,8 +100,8 @@ func TestOverfullFilterAsksForARebuild(t *testing.T) {
 }
 
 func TestFilterHoldsEveryKeyThatIsNotRevoked(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	admin := NewAdmin(conn)
 	org, other := seedOrg(t, conn, "basic"), seedOrg(t, conn, "premium")
@@ -130,8 +130,8 @@ func TestFilterHoldsEveryKeyThatIsNotRevoked(t *testing.T) {
 }
 
 func TestKeyUnknownToTheFilterIsStillAccepted(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	s := testStore(t, dsn, testSettings(), options{noBackground: true})
 	if err := s.buildFilter(); err != nil {
@@ -149,8 +149,8 @@ func TestKeyUnknownToTheFilterIsStillAccepted(t *testing.T) {
 }
 
 func TestNewKeyJoinsTheFilterByNotification(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	s := testStore(t, dsn, testSettings(), options{})
 	waitFor(t, 10*time.Second, "the key filter", func() bool { return s.filter.Load() != nil })
@@ -174,8 +174,8 @@ func holdForged(real KeyHash, release <-chan struct{}) func(pgx.TraceQueryStartD
 }
 
 func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	real := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	release := make(chan struct{})
 	defer func() {
@@ -231,8 +231,8 @@ func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T)
 }
 
 func TestWaitingForAPoolConnectionIsNotAPostgresFailure(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	s := testStore(t, dsn+"&pool_max_conns=1", testSettings(), options{noBackground: true, queryTimeout: 200 * time.Millisecond})
 	ctx := context.Background()
@@ -261,8 +261,8 @@ func TestWaitingForAPoolConnectionIsNotAPostgresFailure(t *testing.T) {
 // keys never used before are accepted in the middle, health stays up, and
 // PostgreSQL sees a bounded number of concurrent lookups.
 func TestForgedKeyFloodDoesNotStarveRealKeys(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.SetDelay(10 * time.Millisecond) // each way

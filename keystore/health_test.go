@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
@@ -31,20 +29,14 @@ func TestHealthSaysTheSchemaIsMissing(t *testing.T) {
 		t.Errorf("lookup without a schema: %v, want ErrStoreUnavailable (503), not a refusal", err)
 	}
 
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Migrate(context.Background(), cfg); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Migrate(t, dsn)
 	waitFor(t, 10*time.Second, "health to recover after the migration", func() bool {
 		return s.health(false).Status == tenant.StatusOK
 	})
 }
 
 func TestHealthWithStaticKeysIsDegradedNotDown(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
 	s := testStore(t, viaProxy, testSettings(), options{})

@@ -9,34 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/tenantgate/tenantgate/internal/testenv"
 )
-
-// migratedDB returns the URL of a fresh, migrated database for this test.
-func migratedDB(t testing.TB) string {
-	t.Helper()
-	dsn := testenv.FreshDatabase(t)
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Migrate(context.Background(), cfg); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	return dsn
-}
-
-// connect opens a connection closed at the end of the test.
-func connect(t testing.TB, dsn string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
 
 // seedOrg creates an organization with the admin operations.
 func seedOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {

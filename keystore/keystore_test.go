@@ -13,8 +13,8 @@ import (
 )
 
 func TestLookupReturnsTheKeysIdentity(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	perMin, burst := int64(42), int64(0)
 	org, err := NewAdmin(conn).CreateOrg(ctx, OrgInput{Name: "acme", Plan: "premium", Limits: Limits{PerMinute: &perMin, Burst: &burst}})
@@ -44,8 +44,8 @@ func TestLookupReturnsTheKeysIdentity(t *testing.T) {
 }
 
 func TestCacheHitMakesNoQuery(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
@@ -68,8 +68,8 @@ func TestCacheHitMakesNoQuery(t *testing.T) {
 }
 
 func TestConcurrentMissesMakeOneQuery(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	// The query is slowed down so that every goroutine misses while it runs.
 	queries := &queryCounter{delay: 100 * time.Millisecond}
@@ -101,7 +101,7 @@ func TestConcurrentMissesMakeOneQuery(t *testing.T) {
 }
 
 func TestRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	queries := new(queryCounter)
 	set := testSettings()
 	// 16 refusals per shard: the last 10 are never the earliest-expiring
@@ -139,8 +139,8 @@ func TestRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
 }
 
 func TestTTLsFollowTheInjectedClock(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
@@ -172,8 +172,8 @@ func TestTTLsFollowTheInjectedClock(t *testing.T) {
 }
 
 func TestCachedKeyExpiresOnTime(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, time.Hour)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
@@ -198,8 +198,8 @@ func TestCachedKeyExpiresOnTime(t *testing.T) {
 }
 
 func TestRefusalsAreSpecific(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	revoked := seedKey(t, conn, org.ID, 0)
@@ -235,8 +235,8 @@ func TestRefusalsAreSpecific(t *testing.T) {
 }
 
 func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	used := seedKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
@@ -269,8 +269,8 @@ func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 }
 
 func TestStartsWithPostgresDown(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
@@ -292,8 +292,8 @@ func TestStartsWithPostgresDown(t *testing.T) {
 }
 
 func TestWarmStartLoadsActiveKeys(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	active := []NewAPIKey{seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, time.Hour)}
 	revoked := seedKey(t, conn, org.ID, 0)
@@ -317,8 +317,8 @@ func TestWarmStartLoadsActiveKeys(t *testing.T) {
 }
 
 func TestNotificationsInvalidateAtOnce(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	k1, k2 := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
@@ -356,8 +356,8 @@ func TestNotificationsInvalidateAtOnce(t *testing.T) {
 }
 
 func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
@@ -385,8 +385,8 @@ func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
 }
 
 func TestRefreshRereadsCachedKeys(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	kept, revoked, deleted := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)

@@ -47,8 +47,8 @@ func use(t *testing.T, s *Store, h KeyHash) {
 }
 
 func TestLastUseFlushRecordsTheLastUse(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	k, unused := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
 	clock := testenv.NewClock(time.Now())
@@ -101,8 +101,8 @@ func TestLastUseFlushRecordsTheLastUse(t *testing.T) {
 }
 
 func TestLastUseFlushWritesInBatches(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	const n = 2*lastUseBatchSize + 500
 	hashes := make([]KeyHash, n)
@@ -144,8 +144,8 @@ func TestLastUseFlushWritesInBatches(t *testing.T) {
 }
 
 func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	k, sentinel := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
@@ -184,8 +184,8 @@ func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
 }
 
 func TestLastUseSurvivesReplacedEntries(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	unchanged, changed, notified := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
@@ -228,8 +228,8 @@ func TestLastUseSurvivesReplacedEntries(t *testing.T) {
 }
 
 func TestLastUseFlushFailureKeepsTheMarks(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	cached, dropped := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
@@ -255,8 +255,8 @@ func TestLastUseFlushFailureKeepsTheMarks(t *testing.T) {
 }
 
 func TestLastUseFlushDoesNotBlockRequests(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	release := make(chan struct{})
 	queries := &queryCounter{onQuery: func(d pgx.TraceQueryStartData) {

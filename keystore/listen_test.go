@@ -19,8 +19,8 @@ import (
 // revocation applies at once, PostgreSQL is not marked failing, and the
 // warm start completes when its reads are let go.
 func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	org := seedOrg(t, conn, "basic")
 	k := seedKey(t, conn, org.ID, 0)
@@ -76,8 +76,8 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 // cached key 50 ms later, and requires the store to refuse it within a
 // second (a correctness bound, polled).
 func TestRevocationRightAfterAnOutage(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
@@ -109,8 +109,8 @@ func TestRevocationRightAfterAnOutage(t *testing.T) {
 // of backoff: once PostgreSQL is back, only the wake-up by a successful
 // lookup can reconnect it.
 func TestSuccessfulQueryWakesTheListener(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
@@ -133,8 +133,8 @@ func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 // starved of CPU by a flood) fails alone: PostgreSQL is not reported down
 // and the next miss is not paused.
 func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	org := seedOrg(t, conn, "basic")
 	var slow atomic.Pointer[KeyHash]
 	queries := &queryCounter{onQuery: func(d pgx.TraceQueryStartData) {
@@ -167,7 +167,7 @@ func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
 // connections open. The lookup's timeout has the LISTEN connection check
 // PostgreSQL, which fails, and the reconnection reports the outage.
 func TestHungPostgresIsReported(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	s := testStore(t, viaProxy+"&connect_timeout=1", testSettings(), options{queryTimeout: 200 * time.Millisecond})
 	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)

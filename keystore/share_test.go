@@ -8,6 +8,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // acquire is Acquire for a test: the handle is released at the end.
@@ -26,7 +27,7 @@ func acquire(t *testing.T, cfg Config) *Handle {
 // A runs, config B shares its database and is provisioned, then dropped
 // (a failed reload, `caddy validate`) without starting.
 func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	appA := new(tenant.HealthApp)
 	a := acquire(t, Config{DatabaseURL: dsn, Settings: Settings{CacheSize: 100_000}})
 	appA.OnStart(a.Activate)
@@ -113,7 +114,7 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 }
 
 func TestMetricsSurviveAReload(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
 	a, err := Acquire(Config{DatabaseURL: dsn, Metrics: regA})
 	if err != nil {

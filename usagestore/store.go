@@ -8,17 +8,10 @@ package usagestore
 import (
 	"context"
 	"fmt"
-	"path"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
-
-	"github.com/tenantgate/tenantgate/migrations"
 )
 
 // DefaultRawRetention is how long raw events are kept when Options leaves it
@@ -52,7 +45,8 @@ type Store struct {
 	partitions map[int64]bool // UTC days (Unix day numbers) known to have a partition
 }
 
-// Open connects to the usage database. The schema must exist (Migrate).
+// Open connects to the usage database. The schema must exist
+// (migrations.Up, which `caddy tenant migrate` runs).
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -99,41 +93,6 @@ func (s *Store) Close() { s.pool.Close() }
 
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
-
-// migrationsTable is the goose version table shared with the key schema.
-const migrationsTable = "tenantgate_schema_migrations"
-
-// Migrate applies the pending migrations (key and usage schema alike) under
-// an advisory lock; applying twice is a no-op. It returns the names of the
-// migrations applied.
-func Migrate(ctx context.Context, dsn string) ([]string, error) {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("database URL: %w", err)
-	}
-	db := stdlib.OpenDB(*cfg)
-	defer db.Close()
-	locker, err := lock.NewPostgresSessionLocker()
-	if err != nil {
-		return nil, err
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS,
-		goose.WithTableName(migrationsTable), goose.WithSessionLocker(locker))
-	if err != nil {
-		return nil, fmt.Errorf("loading migrations: %w", err)
-	}
-	results, err := p.Up(ctx)
-	var applied []string
-	for _, r := range results {
-		if r.Error == nil {
-			applied = append(applied, path.Base(r.Source.Path))
-		}
-	}
-	if err != nil {
-		return applied, fmt.Errorf("migrating: %w", err)
-	}
-	return applied, nil
-}
 
 // Timescale reports whether usage_events is a TimescaleDB hypertable.
 func (s *Store) Timescale(ctx context.Context) (bool, error) {

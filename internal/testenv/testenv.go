@@ -1,7 +1,9 @@
-// Package testenv gives tests the real Postgres and Redis they need
-// (DESIGN §7): TEST_DATABASE_URL and TEST_REDIS_ADDR. Without them a test
-// skips with a message; under CI=true a missing or unreachable service is a
-// failure.
+// Package testenv gives tests the real PostgreSQL and Redis they need,
+// named by TEST_DATABASE_URL and TEST_REDIS_ADDR, and keeps parallel runs
+// apart: each test gets its own database (FreshDatabase, MigratedDatabase)
+// and unique names for schemas and Redis key prefixes (UniqueName). Without
+// the variables a test skips with a message; under CI=true a missing or
+// unreachable service is a failure, not a skip.
 package testenv
 
 import (
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantgate/tenantgate/migrations"
 )
 
 // InCI reports whether the tests run under CI (CI=true).
@@ -110,4 +114,38 @@ func WithDatabase(t testing.TB, dsn, name string) string {
 	}
 	u.Path = "/" + strings.TrimPrefix(name, "/")
 	return u.String()
+}
+
+// MigratedDatabase is FreshDatabase with the Tenantgate schema applied.
+func MigratedDatabase(t testing.TB) string {
+	t.Helper()
+	dsn := FreshDatabase(t)
+	Migrate(t, dsn)
+	return dsn
+}
+
+// Migrate applies the Tenantgate migrations to the database of dsn, as
+// `caddy tenant migrate` does.
+func Migrate(t testing.TB, dsn string) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("parsing the database URL: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := migrations.Up(ctx, cfg); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+}
+
+// Connect opens a connection to dsn, closed when the test ends.
+func Connect(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("connecting to the test database: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
