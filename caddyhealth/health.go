@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
@@ -139,29 +140,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 //	    timeout <duration>
 //	}
 func (h *Health) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "tenant_health"
 	d.Next() // directive name
-	if d.NextArg() {
-		return d.ArgErr()
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return err
 	}
 	for d.NextBlock(0) {
+		var err error
 		switch d.Val() {
 		case "timeout":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(d.Val())
-			if err != nil {
-				return d.Errf("tenant_health: timeout: %v", err)
-			}
-			if dur <= 0 {
-				return d.Errf("tenant_health: timeout must be positive, got %s", d.Val())
-			}
-			h.Timeout = caddy.Duration(dur)
-			if d.NextArg() {
-				return d.ArgErr()
-			}
+			h.Timeout, err = caddyfileutil.Duration(d, directive, "2s")
 		default:
-			return d.Errf("tenant_health: unknown subdirective %q (expected: timeout)", d.Val())
+			return caddyfileutil.Unknown(d, directive, "timeout")
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
