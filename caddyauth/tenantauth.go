@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/keystore"
 )
@@ -107,8 +108,8 @@ func (TenantAuth) CaddyModule() caddy.ModuleInfo {
 func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	var err error
-	if a.metrics, err = acquireAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("tenant_auth: registering metrics: %w", err)
+	if a.metrics, err = sharedmetrics.Acquire(metricsName, ctx.GetMetricsRegistry(), newAuthMetrics); err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
 	}
 	// Unknown placeholders stay as written: braces are legal in a
 	// password of the key=value form.
@@ -209,7 +210,7 @@ func (a *TenantAuth) Cleanup() error {
 		errs = append(errs, a.store.Release())
 	}
 	if a.metrics != nil {
-		errs = append(errs, releaseAuthMetrics())
+		errs = append(errs, sharedmetrics.Release(metricsName))
 	}
 	return errors.Join(errs...)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
@@ -135,13 +136,9 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 		rl.timeout = defaultRedisTimeout
 	}
 
-	m, _, err := metricsPool.LoadOrNew(metricsPoolKey, func() (caddy.Destructor, error) { return newMetrics(), nil })
-	if err != nil {
-		return err
-	}
-	rl.metrics = m.(*metrics)
-	if err := rl.metrics.register(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("tenant_ratelimit: registering metrics: %w", err)
+	var err error
+	if rl.metrics, err = sharedmetrics.Acquire(metricsName, ctx.GetMetricsRegistry(), newMetrics); err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.policies = newPolicies(plans, rl.metrics, rl.logger)
 
@@ -287,8 +284,8 @@ func (rl *RateLimit) Cleanup() error {
 		}
 	}
 	if rl.metrics != nil {
-		if _, err := metricsPool.Delete(metricsPoolKey); err != nil {
-			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the metrics: %w", err))
+		if err := sharedmetrics.Release(metricsName); err != nil {
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: %w", err))
 		}
 	}
 	if rl.local != nil {

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tenantgate/tenantgate/internal/faultproxy"
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
@@ -492,7 +493,7 @@ func TestCleanupReleasesEverythingWhenOneReleaseFails(t *testing.T) {
 	if n, _ := redisPool.References(rl.redisKey); n != 0 {
 		t.Errorf("Redis client still referenced %d times", n)
 	}
-	if n, _ := metricsPool.References(metricsPoolKey); n != 0 {
+	if n := sharedmetrics.References(metricsName); n != 0 {
 		t.Errorf("metrics still referenced %d times after the last handler's Cleanup", n)
 	}
 	if !rl.shared.fallback.stopped.Load() {

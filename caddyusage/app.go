@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/usagestore"
 )
@@ -172,8 +173,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.pipeline.spool.setMax(spoolSize)
 	a.pipeline.logger.Store(a.logger)
 	a.pipeline.node.Store(&node)
-	if err := register(ctx.GetMetricsRegistry(), a.pipeline.metrics.collectors()...); err != nil {
-		return fmt.Errorf("tenant_usage: registering metrics: %w", err)
+	if err := sharedmetrics.Register(ctx.GetMetricsRegistry(), a.pipeline.metrics.collectors()...); err != nil {
+		return fmt.Errorf("tenant_usage: %w", err)
 	}
 	health, err := tenant.HealthFromContext(ctx)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/usagestore"
 )
 
@@ -88,7 +89,7 @@ func RunConsumer(ctx context.Context, cfg ConsumerConfig) error {
 	}
 	m := newConsumerMetrics()
 	if cfg.Metrics != nil {
-		if err := register(cfg.Metrics, m.records, m.lag, m.batch); err != nil {
+		if err := sharedmetrics.Register(cfg.Metrics, m.records, m.lag, m.batch); err != nil {
 			return err
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
@@ -260,7 +261,7 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if s.metrics, err = acquireStoreMetrics(); err != nil {
+	if s.metrics, err = sharedmetrics.Acquire(metricsName, nil, newStoreMetrics); err != nil {
 		return nil, err
 	}
 	normal, unverified := laneSizes(int(cfg.MaxConns))
@@ -271,7 +272,7 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	s.pool, err = pgxpool.NewWithConfig(s.ctx, cfg)
 	if err != nil {
 		s.cancel()
-		releaseStoreMetrics()
+		_ = sharedmetrics.Release(metricsName)
 		return nil, fmt.Errorf("database_url: %w", err)
 	}
 	if !opts.noBackground {
@@ -300,8 +301,7 @@ func (s *Store) Destruct() error {
 	s.wg.Wait()
 	s.finalLastUseFlush()
 	s.pool.Close()
-	releaseStoreMetrics()
-	return nil
+	return sharedmetrics.Release(metricsName)
 }
 
 func (s *Store) logger() *zap.Logger { return s.settings.Load().Logger }
