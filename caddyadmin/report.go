@@ -89,37 +89,14 @@ type tenantReport struct {
 type usagePeriod struct {
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
-	usageTotals
+	usagestore.Totals
 	Keys []keyUsage `json:"keys"`
-}
-
-// usageTotals are a period's counts.
-type usageTotals struct {
-	Requests          int64 `json:"requests"`
-	Allowed           int64 `json:"allowed"`
-	RateLimitedMinute int64 `json:"rate_limited_minute"`
-	RateLimitedDay    int64 `json:"rate_limited_day"`
-	BackendErrors     int64 `json:"backend_errors"`
-	GatewayErrors     int64 `json:"gateway_errors"`
-	BytesIn           int64 `json:"bytes_in"`
-	BytesOut          int64 `json:"bytes_out"`
-}
-
-func (t *usageTotals) add(r *usagestore.ReportRow) {
-	t.Requests += r.Requests
-	t.Allowed += r.Allowed
-	t.RateLimitedMinute += r.RateLimitedMinute
-	t.RateLimitedDay += r.RateLimitedDay
-	t.BackendErrors += r.BackendErrors
-	t.GatewayErrors += r.GatewayErrors
-	t.BytesIn += r.BytesIn
-	t.BytesOut += r.BytesOut
 }
 
 // keyUsage is one key's counts in a period.
 type keyUsage struct {
 	KeyID string `json:"key_id"`
-	usageTotals
+	usagestore.Totals
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. It answers the request
@@ -180,13 +157,13 @@ func period(rows []usagestore.ReportRow, from, to time.Time) usagePeriod {
 		if r.Bucket.Before(from) {
 			continue
 		}
-		p.add(r)
+		p.Add(&r.Totals)
 		k := byKey[r.KeyID]
 		if k == nil {
 			k = &keyUsage{KeyID: r.KeyID}
 			byKey[r.KeyID] = k
 		}
-		k.add(r)
+		k.Add(&r.Totals)
 	}
 	for _, k := range byKey {
 		p.Keys = append(p.Keys, *k)
