@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 	"github.com/tenantgate/tenantgate/keystore"
 )
@@ -262,14 +263,14 @@ func TestCLICustomPlans(t *testing.T) {
 	if org.Plan != "tiny" {
 		t.Errorf("org create with an allowed custom plan: %+v", org)
 	}
-	t.Setenv(PlansEnv, "huge")
+	t.Setenv(tenant.PlansEnv, "huge")
 	var key keystore.NewAPIKey
 	mustCLI(t, dsn, &key, "key", "create", "--org-id", org.ID, "--name", "k", "--plan", "huge")
 	if key.Plan == nil || *key.Plan != "huge" {
-		t.Errorf("key create with a plan from %s: %+v", PlansEnv, key)
+		t.Errorf("key create with a plan from %s: %+v", tenant.PlansEnv, key)
 	}
 	if _, err := runCLI(t, dsn, "org", "create", "--name", "x", "--plan", "tiny"); err == nil {
-		t.Errorf("plan tiny accepted although only %s=huge allows extras", PlansEnv)
+		t.Errorf("plan tiny accepted although only %s=huge allows extras", tenant.PlansEnv)
 	}
 }
 

@@ -151,9 +151,9 @@ func (k StaticKey) Validate() error {
 		}
 	}
 	switch {
-	case !validName(k.OrgID, 128):
+	case !tenant.ValidRequestID(k.OrgID): // the same alphabet and bound (1-128) as request IDs
 		return fmt.Errorf("org_id %q: want 1-128 characters of letters, digits, '.', '_', '-'", k.OrgID)
-	case !validName(k.Plan, 64):
+	case !tenant.ValidPlanName(k.Plan):
 		return fmt.Errorf("plan %q: want 1-64 characters of letters, digits, '.', '_', '-'", k.Plan)
 	}
 	return nil
@@ -246,12 +246,6 @@ func resolveKeyList(repl *caddy.Replacer, list string) ([]resolvedKey, error) {
 		return nil, fmt.Errorf("key_list: %w", err)
 	}
 	return resolveStaticKeys(repl, "key_list entry", keys)
-}
-
-// validName reports whether s is 1..max characters of [A-Za-z0-9._-]; such
-// values are safe in headers, logs and JSON without escaping.
-func validName(s string, max int) bool {
-	return len(s) <= max && tenant.ValidRequestID(s)
 }
 
 // staticStore resolves static keys. It is built once at provision and never

@@ -42,7 +42,7 @@ func (p Plan) limits() Limits {
 
 // validate checks the plan's name and limits.
 func (p Plan) validate() error {
-	if len(p.Name) > 64 || !tenant.ValidRequestID(p.Name) {
+	if !tenant.ValidPlanName(p.Name) {
 		return fmt.Errorf("plan name %q: want 1-64 characters of letters, digits, '.', '_', '-'", p.Name)
 	}
 	if err := p.limits().validate(); err != nil {
