@@ -82,7 +82,7 @@ type TenantAdmin struct {
 	tokenSum [32]byte // sha256(token), compared in constant time
 	pool     *pgxpool.Pool
 	poolKey  string
-	limiters *tenant.LimiterRegistry
+	registry *tenant.Registry
 	usage    *usageSource
 	mux      *http.ServeMux
 	logger   *zap.Logger
@@ -124,7 +124,7 @@ func (a *TenantAdmin) Provision(ctx caddy.Context) error {
 		a.IdempotencyTTL = caddy.Duration(DefaultIdempotencyTTL)
 	}
 	var err error
-	if a.limiters, err = tenant.LimitersFromContext(ctx); err != nil {
+	if a.registry, err = tenant.RegistryFromContext(ctx); err != nil {
 		return fmt.Errorf("tenant_admin: %w", err)
 	}
 	if dsn := repl.ReplaceKnown(a.DatabaseURL, ""); dsn != "" {

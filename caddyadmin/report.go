@@ -36,7 +36,7 @@ type UsageReport struct {
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	usage    *usageSource
-	limiters *tenant.LimiterRegistry
+	registry *tenant.Registry
 	logger   *zap.Logger
 }
 
@@ -48,11 +48,12 @@ func (UsageReport) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the usage source and the limiter registry.
+// Provision sets up the usage source and finds the config's registry,
+// through which it reads the rate limiter's live state.
 func (u *UsageReport) Provision(ctx caddy.Context) error {
 	u.logger = ctx.Logger()
 	var err error
-	if u.limiters, err = tenant.LimitersFromContext(ctx); err != nil {
+	if u.registry, err = tenant.RegistryFromContext(ctx); err != nil {
 		return fmt.Errorf("tenant_usage_report: %w", err)
 	}
 	if u.usage, err = newUsageSource(caddy.NewReplacer().ReplaceKnown(u.DatabaseURL, ""), nil); err != nil {
@@ -127,8 +128,8 @@ func (u *UsageReport) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 	}
 	rep := tenantReport{OrgID: id.OrgID, Plan: id.Plan, KeyID: id.KeyID, Source: source, GeneratedAt: now,
 		Today: period(rows, day, now), Month: period(rows, month, now)}
-	if u.limiters.Limiter() != nil {
-		st, err := peekLimits(r.Context(), u.limiters, id)
+	if u.registry.Limiter() != nil {
+		st, err := peekLimits(r.Context(), u.registry, id)
 		if err != nil {
 			return u.fail(w, tr, err)
 		}

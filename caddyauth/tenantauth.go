@@ -118,17 +118,15 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	if err := a.provisionStaticKeys(repl, dsn != ""); err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	// The rate limiter after this handler checks that it defines these
-	// plans, so a static key on an unknown plan fails `caddy validate`.
-	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", tenant.PlansOf(a.static)...); err != nil {
-		return fmt.Errorf("tenant_auth: %w", err)
-	}
-	if dsn == "" {
-		return nil
-	}
-	health, err := tenant.HealthFromContext(ctx)
+	registry, err := tenant.RegistryFromContext(ctx)
 	if err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
+	}
+	// The rate limiter after this handler checks that it defines these
+	// plans, so a static key on an unknown plan fails `caddy validate`.
+	registry.RequirePlans("a static key of tenant_auth", tenant.PlansOf(a.static)...)
+	if dsn == "" {
+		return nil
 	}
 	a.store, err = keystore.Acquire(keystore.Config{
 		DatabaseURL: dsn,
@@ -147,10 +145,10 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
 	a.dynamic = a.store
-	health.RegisterDependency("postgres", a.store.Target(), a.store.Health)
+	registry.RegisterDependency("postgres", a.store.Target(), a.store.Health)
 	// The shared store takes this config's settings only once the config
 	// is committed: a config that fails or is dropped changes nothing.
-	health.OnStart(a.store.Activate)
+	registry.OnStart(a.store.Activate)
 	return nil
 }
 

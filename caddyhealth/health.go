@@ -35,7 +35,7 @@ type Health struct {
 	// dependency checks together. Default: 2s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	registry *tenant.HealthApp
+	registry *tenant.Registry
 	started  time.Time
 }
 
@@ -47,9 +47,10 @@ func (Health) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision obtains the config's health registry.
+// Provision obtains the config's registry, where modules register their
+// dependency checks.
 func (h *Health) Provision(ctx caddy.Context) error {
-	reg, err := tenant.HealthFromContext(ctx)
+	reg, err := tenant.RegistryFromContext(ctx)
 	if err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 func (h *Health) run(ctx context.Context) tenant.HealthReport {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
-	return h.registry.Run(ctx)
+	return h.registry.CheckHealth(ctx)
 }
 
 // statusCode is 503 only when the gateway cannot serve (DESIGN §6).

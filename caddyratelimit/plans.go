@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
@@ -67,11 +66,7 @@ func defaultPlans() []Plan {
 // this handler, or a plan listed in TENANT_PLANS in the server's
 // environment (the CLI accepts those for organizations and keys). Without
 // this check such requests would fail with 500 at run time.
-func checkRequiredPlans(ctx caddy.Context, plans []Plan) error {
-	registry, err := tenant.PlansFromContext(ctx)
-	if err != nil {
-		return err
-	}
+func checkRequiredPlans(registry *tenant.Registry, plans []Plan) error {
 	names := make([]string, len(plans))
 	for i, p := range plans {
 		names[i] = p.Name
@@ -80,7 +75,7 @@ func checkRequiredPlans(ctx caddy.Context, plans []Plan) error {
 		return fmt.Errorf("plan %q of %s has no limits in this tenant_ratelimit (its plans: %s): add a line \"plan %s <per_minute> <per_day> [burst <n>]\" to tenant_ratelimit, or %s",
 			plan, source, strings.Join(names, ", "), plan, fix)
 	}
-	source, required := registry.Required()
+	source, required := registry.RequiredPlans()
 	for _, plan := range required {
 		if !slices.Contains(names, plan) {
 			return missing(plan, source, "give the key one of its plans")

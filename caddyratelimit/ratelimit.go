@@ -128,7 +128,11 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	if len(plans) == 0 {
 		plans = defaultPlans()
 	}
-	if err := checkRequiredPlans(ctx, plans); err != nil {
+	registry, err := tenant.RegistryFromContext(ctx)
+	if err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
+	}
+	if err := checkRequiredPlans(registry, plans); err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.timeout = time.Duration(rl.RedisTimeout)
@@ -136,26 +140,21 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 		rl.timeout = defaultRedisTimeout
 	}
 
-	var err error
 	if rl.metrics, err = sharedmetrics.Acquire(metricsName, ctx.GetMetricsRegistry(), newMetrics); err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.policies = newPolicies(plans, rl.metrics, rl.logger)
 
 	// The admin API and the tenants' usage report read the live state
-	// through the config's limiter registry (peek.go).
-	limiters, err := tenant.LimitersFromContext(ctx)
-	if err != nil {
-		return fmt.Errorf("tenant_ratelimit: %w", err)
-	}
-	limiters.Register(rl)
+	// through the config's registry (peek.go).
+	registry.RegisterLimiter(rl)
 
 	opts, err := rl.expandRedisSettings(caddy.NewReplacer())
 	if err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	if opts != nil {
-		return rl.provisionRedis(ctx, opts)
+		return rl.provisionRedis(ctx, registry, opts)
 	}
 	if rl.local, err = loadLocal(); err != nil {
 		return err
@@ -209,8 +208,9 @@ func (rl *RateLimit) checkRedisSettings() error {
 	return err
 }
 
-// provisionRedis sets up the Redis limiter with its failure policy.
-func (rl *RateLimit) provisionRedis(ctx caddy.Context, opts *redis.UniversalOptions) error {
+// provisionRedis sets up the Redis limiter with its failure policy, and
+// registers Redis's readiness check.
+func (rl *RateLimit) provisionRedis(ctx caddy.Context, registry *tenant.Registry, opts *redis.UniversalOptions) error {
 	rl.redisKey = poolKey(opts)
 	v, _, err := redisPool.LoadOrNew(rl.redisKey, func() (caddy.Destructor, error) {
 		return newSharedRedis(opts, rl.metrics, rl.logger), nil
@@ -234,13 +234,9 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, opts *redis.UniversalOpti
 		m:       rl.metrics,
 		clock:   time.Now,
 	}
-	health, err := tenant.HealthFromContext(ctx)
-	if err != nil {
-		return fmt.Errorf("tenant_ratelimit: %w", err)
-	}
 	// Named after the server, never its credentials, so that handlers on
 	// different Redis servers report as separate checks.
-	health.RegisterDependency("redis", redisTarget(opts), rl.redisHealth(onError))
+	registry.RegisterDependency("redis", redisTarget(opts), rl.redisHealth(onError))
 	// An unreachable Redis is logged when the gateway starts, not at its
 	// first request. In the background: provisioning never waits for Redis.
 	go rl.probeRedis(ctx, onError)

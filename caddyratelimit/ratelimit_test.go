@@ -128,8 +128,8 @@ func newTestHandler(t *testing.T, plans ...Plan) (*RateLimit, *observer.Observed
 }
 
 // newCaddyContext returns the context of an empty, provisioned Caddy
-// config: what a handler is provisioned with, apps (the health and plan
-// registries) included.
+// config: what a handler is provisioned with, apps (the config's
+// tenant.Registry) included.
 func newCaddyContext(t testing.TB) caddy.Context {
 	t.Helper()
 	ctx, err := caddy.ProvisionContext(nil)
@@ -137,6 +137,16 @@ func newCaddyContext(t testing.TB) caddy.Context {
 		t.Fatalf("provisioning an empty Caddy config: %v", err)
 	}
 	return ctx
+}
+
+// registryOf returns the config's tenant.Registry.
+func registryOf(t testing.TB, ctx caddy.Context) *tenant.Registry {
+	t.Helper()
+	r, err := tenant.RegistryFromContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // request builds a request as tenant_auth leaves it: Caddy's request
@@ -222,9 +232,7 @@ func TestServeUnknownPlanIs500(t *testing.T) {
 // answering that key's requests 500.
 func TestProvisionRefusesAStaticKeysPlanItDoesNotDefine(t *testing.T) {
 	ctx := newCaddyContext(t)
-	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", "basic", "gold"); err != nil {
-		t.Fatal(err)
-	}
+	registryOf(t, ctx).RequirePlans("a static key of tenant_auth", "basic", "gold")
 	rl := new(RateLimit) // the built-in plans: no gold
 	err := rl.Provision(ctx)
 	_ = rl.Cleanup()
@@ -249,13 +257,13 @@ func TestProvisionRefusesAStaticKeysPlanItDoesNotDefine(t *testing.T) {
 // refuse each other.
 func TestProvisionChecksTheLatestTenantAuthOnly(t *testing.T) {
 	ctx := newCaddyContext(t)
-	_ = tenant.RequirePlans(ctx, "a static key of tenant_auth", "gold")
+	registryOf(t, ctx).RequirePlans("a static key of tenant_auth", "gold")
 	gold := &RateLimit{Plans: []Plan{{Name: "gold", PerMinute: 1, PerDay: 1}}}
 	if err := gold.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = gold.Cleanup() })
-	_ = tenant.RequirePlans(ctx, "a static key of tenant_auth", "premium")
+	registryOf(t, ctx).RequirePlans("a static key of tenant_auth", "premium")
 	builtin := new(RateLimit)
 	if err := builtin.Provision(ctx); err != nil {
 		t.Fatalf("second site's limiter checked against the first site's keys: %v", err)
@@ -520,11 +528,7 @@ func TestTwoRedisServersAreTwoReadinessChecks(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = rl.Cleanup() })
 	}
-	health, err := tenant.HealthFromContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	report := health.Run(context.Background())
+	report := registryOf(t, ctx).CheckHealth(context.Background())
 	upCheck, downCheck := report.Checks["redis:"+up+"/0"], report.Checks["redis:"+down.Addr()+"/0"]
 	if upCheck.Status != tenant.StatusOK || downCheck.Status != tenant.StatusDown || len(report.Checks) != 2 {
 		t.Fatalf("checks %+v: want redis:%s/0 ok and redis:%s/0 down", report.Checks, up, down.Addr())

@@ -176,11 +176,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := sharedmetrics.Register(ctx.GetMetricsRegistry(), a.pipeline.metrics.collectors()...); err != nil {
 		return fmt.Errorf("tenant_usage: %w", err)
 	}
-	health, err := tenant.HealthFromContext(ctx)
+	registry, err := tenant.RegistryFromContext(ctx)
 	if err != nil {
 		return fmt.Errorf("tenant_usage: %w", err)
 	}
-	health.Register("usage", a.pipeline.health)
+	registry.RegisterCheck("usage", a.pipeline.health)
 	return a.prepareSink(repl, buffer)
 }
 

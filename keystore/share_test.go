@@ -28,7 +28,7 @@ func acquire(t *testing.T, cfg Config) *Handle {
 // (a failed reload, `caddy validate`) without starting.
 func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
-	appA := new(tenant.HealthApp)
+	appA := new(tenant.Registry)
 	a := acquire(t, Config{DatabaseURL: dsn, Settings: Settings{CacheSize: 100_000}})
 	appA.OnStart(a.Activate)
 	if err := appA.Start(); err != nil {
@@ -40,7 +40,7 @@ func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
 		t.Fatalf("running config's cache holds %d, want 100032", got)
 	}
 
-	appB := new(tenant.HealthApp)
+	appB := new(tenant.Registry)
 	b, err := Acquire(Config{DatabaseURL: dsn, Settings: Settings{CacheSize: 64, CacheTTL: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
 
 	// A reload that commits: C's settings apply when it starts, and stay
 	// when A is cleaned up; had C failed after starting, A's come back.
-	appC := new(tenant.HealthApp)
+	appC := new(tenant.Registry)
 	c := acquire(t, Config{DatabaseURL: dsn, Settings: Settings{CacheSize: 5000}})
 	appC.OnStart(c.Activate)
 	if got := capacity(); got != 100_032 {
