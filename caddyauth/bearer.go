@@ -63,7 +63,7 @@ func ParseBearer(values []string) (string, error) {
 	return token, nil
 }
 
-// isToken68 reports whether s is a token68 (RFC 7235 §2.1):
+// isToken68 reports whether s is a token68 (RFC 7235, section 2.1):
 // 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 func isToken68(s string) bool {
 	i := 0

@@ -54,12 +54,12 @@ func TestParseBearer(t *testing.T) {
 // panics, and whatever it accepts is a 1–256 byte token68 that appears at
 // the end of the header after a Bearer scheme.
 func FuzzParseBearer(f *testing.F) {
-	for _, seed := range []string{
+	for _, header := range []string{
 		"Bearer sk_test_abc123", "bearer x", "Bearer", "Bearer ", "Basic abc",
 		"Bearer a b", "Bearer \x00", "Bearer " + strings.Repeat("a", 300),
 		"Bearer abc==", "Bearer ==abc", "BEARER\tabc", "Bearer\u00a0abc", "",
 	} {
-		f.Add(seed)
+		f.Add(header)
 	}
 	f.Fuzz(func(t *testing.T, header string) {
 		token, err := ParseBearer([]string{header})

@@ -17,7 +17,7 @@ const (
 	PlanHeader  = "X-Plan-Tier"
 )
 
-// wwwAuthenticate is sent with every 401 (RFC 6750 §3).
+// wwwAuthenticate is sent with every 401 (RFC 6750, section 3).
 const wwwAuthenticate = `Bearer realm="api"`
 
 // requestScope is tenant_auth's per-request state, allocated once: the

@@ -1,6 +1,9 @@
-// Package caddyhealth provides tenant_health, the gateway's health endpoints
-// (DESIGN §6): /health (summary), /health/live (process up) and
-// /health/ready (each dependency's state).
+// Package caddyhealth provides tenant_health, the gateway's health
+// endpoints: /health (summary), /health/live (the process is up) and
+// /health/ready (each dependency's state, as the modules registered their
+// checks with the config's tenant.Registry). Only "down" answers 503: a
+// degraded gateway still serves, so a load balancer keeps sending it
+// traffic.
 package caddyhealth
 
 import (
@@ -111,7 +114,8 @@ func (h *Health) run(ctx context.Context) tenant.HealthReport {
 	return h.registry.CheckHealth(ctx)
 }
 
-// statusCode is 503 only when the gateway cannot serve (DESIGN §6).
+// statusCode is 503 only when the gateway cannot serve (down); degraded
+// (a dependency fails and a fallback serves) is still 200.
 func statusCode(s tenant.Status) int {
 	if s == tenant.StatusDown {
 		return http.StatusServiceUnavailable

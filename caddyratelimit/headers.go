@@ -17,8 +17,8 @@ const (
 	hdrResetMinute     = "X-Ratelimit-Reset-Minute"
 	hdrResetDay        = "X-Ratelimit-Reset-Day"
 	hdrBurst           = "X-Ratelimit-Burst"
-	hdrPolicy          = "Ratelimit-Policy" // draft-ietf-httpapi-ratelimit-headers §3
-	hdrRateLimit       = "Ratelimit"        // draft-ietf-httpapi-ratelimit-headers §4
+	hdrPolicy          = "Ratelimit-Policy" // draft-ietf-httpapi-ratelimit-headers, section 3
+	hdrRateLimit       = "Ratelimit"        // draft-ietf-httpapi-ratelimit-headers, section 4
 	hdrRetryAfter      = "Retry-After"
 )
 
@@ -74,7 +74,7 @@ func (hw *headerWriter) writeStatic(h http.Header, p *Policy) {
 	h[hdrPolicy] = vals[3:4:4]
 }
 
-// appendRateLimit appends the RateLimit field (draft §4): remaining units
+// appendRateLimit appends the RateLimit field (the draft's section 4): remaining units
 // (r) and seconds until more are available (t) for the minute bucket (no t
 // when it is full) and the day.
 func appendRateLimit(b []byte, d *Decision, l Limits) []byte {

@@ -176,7 +176,7 @@ func newPolicy(plan string, l Limits) *Policy {
 		limitMinute: perMinute,
 		limitDay:    perDay,
 		burst:       strconv.FormatInt(l.Burst, 10),
-		// draft-ietf-httpapi-ratelimit-headers-10 §3: a List of quota
+		// draft-ietf-httpapi-ratelimit-headers-10, section 3: a List of quota
 		// policies; q is what a full bucket (or a fresh day) admits.
 		policy:     `"minute";q=` + capacity + `;w=60, "day";q=` + perDay + `;w=86400`,
 		scriptArgs: []any{perMinute, capacity, perDay},

@@ -12,8 +12,9 @@ import (
 
 // newEventID returns a UUIDv7 (RFC 9562) for an event of time t: 48 bits
 // of Unix milliseconds, then 74 random bits. The random bits come from
-// math/rand/v2's per-thread ChaCha8 generator (securely seeded): IDs must
-// be unique, not secret, and this costs no system call or lock.
+// math/rand/v2's per-thread ChaCha8 generator (its initial state is
+// secure random): IDs must be unique, not secret, and this costs no system
+// call or lock.
 func newEventID(t time.Time) uuid.UUID {
 	var id uuid.UUID
 	ms := uint64(t.UnixMilli())

@@ -78,7 +78,8 @@ func startGatewayWithGlobals(t *testing.T, p testPorts, globals, caddyfile strin
 	return tester
 }
 
-// envelope is the JSON error body of DESIGN §3.
+// envelope is the JSON body of every error the gateway itself answers
+// (tenant.Envelope), decoded on its own so the tests check the wire format.
 type envelope struct {
 	Error struct {
 		Code    int            `json:"code"`

@@ -96,15 +96,18 @@ func firstWithStatus(t *testing.T, rs []rlResponse, status int) rlResponse {
 // tests sharing Redis) never collide.
 func uniqueOrg() string { return testenv.UniqueName("org_e2e_") }
 
-// Syntax of the IETF fields (draft-ietf-httpapi-ratelimit-headers-10 §3, §4)
+// Syntax of the IETF fields (draft-ietf-httpapi-ratelimit-headers-10,
+// sections 3 and 4)
 // as tenant_ratelimit emits them.
 var (
 	policyField    = regexp.MustCompile(`^"minute";q=\d+;w=60, "day";q=\d+;w=86400$`)
 	rateLimitField = regexp.MustCompile(`^"minute";r=(\d+)(;t=\d+)?, "day";r=(\d+);t=(\d+)$`)
 )
 
-// check429 verifies a 429 as the issue's "Must show" describes it, and
-// returns its details.
+// check429 verifies what a client is promised with a 429: the error
+// envelope with limit_type, daily_used, minute_used, reset_at and
+// retry_after details, a Retry-After that matches them, and the rate-limit
+// headers; it returns the details.
 func check429(t *testing.T, r rlResponse, burst string) map[string]any {
 	t.Helper()
 	if r.status != http.StatusTooManyRequests {

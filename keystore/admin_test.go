@@ -82,8 +82,8 @@ func TestAdminErrorsAreTypedAndChangeNothing(t *testing.T) {
 	a, dsn := adminOnPool(t)
 	ctx := context.Background()
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	key := seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	key := newTestKey(t, conn, org.ID, 0)
 	unknown := "0b9d8a9e-5c1f-4f7e-9a51-2f3c4d5e6f70"
 	snapshot := func() string {
 		var s string

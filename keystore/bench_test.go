@@ -42,10 +42,10 @@ func BenchmarkCachedLookup(b *testing.B) {
 func BenchmarkMissLookup(b *testing.B) {
 	dsn := testenv.MigratedDatabase(b)
 	conn := testenv.Connect(b, dsn)
-	org := seedOrg(b, conn, "basic")
+	org := newTestOrg(b, conn, "basic")
 	hashes := make([]KeyHash, 64)
 	for i := range hashes {
-		hashes[i] = HashKey(seedKey(b, conn, org.ID, 0).Key)
+		hashes[i] = HashKey(newTestKey(b, conn, org.ID, 0).Key)
 	}
 	s := testStore(b, dsn, testSettings(), options{noBackground: true})
 	ctx := context.Background()

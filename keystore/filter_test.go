@@ -104,13 +104,13 @@ func TestFilterHoldsEveryKeyThatIsNotRevoked(t *testing.T) {
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	admin := NewAdmin(conn)
-	org, other := seedOrg(t, conn, "basic"), seedOrg(t, conn, "premium")
-	active, expiring := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, time.Hour)
-	expired := seedKey(t, conn, org.ID, 0)
+	org, other := newTestOrg(t, conn, "basic"), newTestOrg(t, conn, "premium")
+	active, expiring := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, time.Hour)
+	expired := newTestKey(t, conn, org.ID, 0)
 	if _, err := conn.Exec(ctx, `UPDATE api_keys SET expires_at = now() - interval '1 hour' WHERE id = $1`, expired.ID); err != nil {
 		t.Fatal(err)
 	}
-	ofDisabled := seedKey(t, conn, other.ID, 0) // may work again with EnableOrg
+	ofDisabled := newTestKey(t, conn, other.ID, 0) // may work again with EnableOrg
 	if _, err := admin.DisableOrg(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +132,14 @@ func TestFilterHoldsEveryKeyThatIsNotRevoked(t *testing.T) {
 func TestKeyUnknownToTheFilterIsStillAccepted(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	org := newTestOrg(t, conn, "basic")
 	s := testStore(t, dsn, testSettings(), options{noBackground: true})
 	if err := s.buildFilter(); err != nil {
 		t.Fatal(err)
 	}
 	// Created after the filter, and no LISTEN connection to announce it:
 	// it goes through the unverified lane, and then joins the filter.
-	k := seedKey(t, conn, org.ID, 0)
+	k := newTestKey(t, conn, org.ID, 0)
 	if id, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil || id.KeyID != k.ID {
 		t.Fatalf("key created after the filter: %v, %v", id, err)
 	}
@@ -151,10 +151,10 @@ func TestKeyUnknownToTheFilterIsStillAccepted(t *testing.T) {
 func TestNewKeyJoinsTheFilterByNotification(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	org := newTestOrg(t, conn, "basic")
 	s := testStore(t, dsn, testSettings(), options{})
 	waitFor(t, 10*time.Second, "the key filter", func() bool { return s.filter.Load() != nil })
-	k := seedKey(t, conn, org.ID, 0)
+	k := newTestKey(t, conn, org.ID, 0)
 	waitFor(t, 5*time.Second, "the new key's notification to reach the filter", func() bool {
 		return s.filter.Load().mayContain(HashKey(k.Key))
 	})
@@ -176,7 +176,7 @@ func holdForged(real KeyHash, release <-chan struct{}) func(pgx.TraceQueryStartD
 func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	real := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	real := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	release := make(chan struct{})
 	defer func() {
 		select {
@@ -233,7 +233,7 @@ func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T)
 func TestWaitingForAPoolConnectionIsNotAPostgresFailure(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	s := testStore(t, dsn+"&pool_max_conns=1", testSettings(), options{noBackground: true, queryTimeout: 200 * time.Millisecond})
 	ctx := context.Background()
 	busy, err := s.pool.Acquire(ctx) // the only connection
@@ -263,7 +263,7 @@ func TestWaitingForAPoolConnectionIsNotAPostgresFailure(t *testing.T) {
 func TestForgedKeyFloodDoesNotStarveRealKeys(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	org := newTestOrg(t, conn, "basic")
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.SetDelay(10 * time.Millisecond) // each way
 	queries := new(queryCounter)
@@ -273,7 +273,7 @@ func TestForgedKeyFloodDoesNotStarveRealKeys(t *testing.T) {
 	// in the key filter.
 	real := make([]NewAPIKey, 5)
 	for i := range real {
-		real[i] = seedKey(t, conn, org.ID, 0)
+		real[i] = newTestKey(t, conn, org.ID, 0)
 	}
 	waitFor(t, 5*time.Second, "the keys' notifications", func() bool {
 		return s.filter.Load().mayContain(HashKey(real[len(real)-1].Key))

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// seedOrg creates an organization with the admin operations.
-func seedOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {
+// newTestOrg creates an organization with the admin operations.
+func newTestOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {
 	t.Helper()
 	o, err := NewAdmin(conn).CreateOrg(context.Background(), OrgInput{Name: "org " + plan, Plan: plan})
 	if err != nil {
@@ -21,8 +21,8 @@ func seedOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {
 	return o
 }
 
-// seedKey creates a key for org.
-func seedKey(t testing.TB, conn *pgx.Conn, orgID string, expiresIn time.Duration) NewAPIKey {
+// newTestKey creates a key for org.
+func newTestKey(t testing.TB, conn *pgx.Conn, orgID string, expiresIn time.Duration) NewAPIKey {
 	t.Helper()
 	k, err := NewAdmin(conn).CreateKey(context.Background(), KeyInput{OrgID: orgID, Name: "test key", ExpiresIn: expiresIn})
 	if err != nil {

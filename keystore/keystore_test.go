@@ -21,7 +21,7 @@ func TestLookupReturnsTheKeysIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := seedKey(t, conn, org.ID, 0)
+	plain := newTestKey(t, conn, org.ID, 0)
 	enterprise := "enterprise"
 	override, err := NewAdmin(conn).CreateKey(ctx, KeyInput{OrgID: org.ID, Name: "override", Plan: &enterprise})
 	if err != nil {
@@ -46,7 +46,7 @@ func TestLookupReturnsTheKeysIdentity(t *testing.T) {
 func TestCacheHitMakesNoQuery(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 
@@ -70,7 +70,7 @@ func TestCacheHitMakesNoQuery(t *testing.T) {
 func TestConcurrentMissesMakeOneQuery(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	// The query is slowed down so that every goroutine misses while it runs.
 	queries := &queryCounter{delay: 100 * time.Millisecond}
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
@@ -141,7 +141,7 @@ func TestRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
 func TestTTLsFollowTheInjectedClock(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	set := testSettings()
@@ -174,7 +174,7 @@ func TestTTLsFollowTheInjectedClock(t *testing.T) {
 func TestCachedKeyExpiresOnTime(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, time.Hour)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, time.Hour)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	set := testSettings()
@@ -201,17 +201,17 @@ func TestRefusalsAreSpecific(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	revoked := seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	revoked := newTestKey(t, conn, org.ID, 0)
 	if _, err := NewAdmin(conn).RevokeKey(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	expired := seedKey(t, conn, org.ID, 0)
+	expired := newTestKey(t, conn, org.ID, 0)
 	if _, err := conn.Exec(ctx, `UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1`, expired.ID); err != nil {
 		t.Fatal(err)
 	}
-	other := seedOrg(t, conn, "premium")
-	disabled := seedKey(t, conn, other.ID, 0)
+	other := newTestOrg(t, conn, "premium")
+	disabled := newTestKey(t, conn, other.ID, 0)
 	if _, err := NewAdmin(conn).DisableOrg(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -237,8 +237,8 @@ func TestRefusalsAreSpecific(t *testing.T) {
 func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	used := seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	used := newTestKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
 	s := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
@@ -252,7 +252,7 @@ func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	if id, err := s.Lookup(ctx, HashKey(used.Key)); err != nil || id.KeyID != used.ID {
 		t.Errorf("cached key during the outage: %v, %v; want it served (stale-if-error)", id, err)
 	}
-	newKey := seedKey(t, conn, org.ID, 0) // created directly, not through the proxy
+	newKey := newTestKey(t, conn, org.ID, 0) // created directly, not through the proxy
 	_, err := s.Lookup(ctx, HashKey(newKey.Key))
 	if !errors.Is(err, ErrStoreUnavailable) || IsRejection(err) {
 		t.Errorf("uncached key during the outage: err = %v, want ErrStoreUnavailable (503), not a refusal", err)
@@ -271,7 +271,7 @@ func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 func TestStartsWithPostgresDown(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
 	s := testStore(t, viaProxy, testSettings(), options{})
@@ -294,9 +294,9 @@ func TestStartsWithPostgresDown(t *testing.T) {
 func TestWarmStartLoadsActiveKeys(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	active := []NewAPIKey{seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, time.Hour)}
-	revoked := seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	active := []NewAPIKey{newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, time.Hour)}
+	revoked := newTestKey(t, conn, org.ID, 0)
 	if _, err := NewAdmin(conn).RevokeKey(context.Background(), revoked.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -320,8 +320,8 @@ func TestNotificationsInvalidateAtOnce(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	k1, k2 := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	k1, k2 := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, dsn, set, options{})
@@ -359,7 +359,7 @@ func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
@@ -388,8 +388,8 @@ func TestRefreshRereadsCachedKeys(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	kept, revoked, deleted := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	kept, revoked, deleted := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 	for _, k := range []NewAPIKey{kept, revoked, deleted} {

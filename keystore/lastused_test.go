@@ -49,8 +49,8 @@ func use(t *testing.T, s *Store, h KeyHash) {
 func TestLastUseFlushRecordsTheLastUse(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	k, unused := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	k, unused := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, now: clock.Now, tracer: queries})
@@ -103,7 +103,7 @@ func TestLastUseFlushRecordsTheLastUse(t *testing.T) {
 func TestLastUseFlushWritesInBatches(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	org := newTestOrg(t, conn, "basic")
 	const n = 2*lastUseBatchSize + 500
 	hashes := make([]KeyHash, n)
 	raw := make([][]byte, n)
@@ -147,8 +147,8 @@ func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	k, sentinel := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	k, sentinel := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	queries := new(queryCounter)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
@@ -187,8 +187,8 @@ func TestLastUseSurvivesReplacedEntries(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	unchanged, changed, notified := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	unchanged, changed, notified := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, now: clock.Now, tracer: queries})
@@ -230,8 +230,8 @@ func TestLastUseSurvivesReplacedEntries(t *testing.T) {
 func TestLastUseFlushFailureKeepsTheMarks(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	cached, dropped := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	cached, dropped := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
 	s := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
@@ -257,7 +257,7 @@ func TestLastUseFlushFailureKeepsTheMarks(t *testing.T) {
 func TestLastUseFlushDoesNotBlockRequests(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	release := make(chan struct{})
 	queries := &queryCounter{onQuery: func(d pgx.TraceQueryStartData) {
 		if d.SQL == sqlRecordLastUse {

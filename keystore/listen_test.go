@@ -22,10 +22,10 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	k := seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	k := newTestKey(t, conn, org.ID, 0)
 	for range 10 {
-		seedKey(t, conn, org.ID, 0)
+		newTestKey(t, conn, org.ID, 0)
 	}
 	release := make(chan struct{})
 	defer func() {
@@ -79,7 +79,7 @@ func TestRevocationRightAfterAnOutage(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
@@ -111,7 +111,7 @@ func TestRevocationRightAfterAnOutage(t *testing.T) {
 func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	org := newTestOrg(t, conn, "basic")
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
 	s := testStore(t, viaProxy, testSettings(), options{now: clock.Now, listenMinBackoff: time.Hour, listenMaxBackoff: time.Hour})
@@ -121,7 +121,7 @@ func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 	waitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
 	proxy.Restore()
 	clock.Advance(2 * retryPause) // misses may try PostgreSQL again
-	k := seedKey(t, conn, org.ID, 0)
+	k := newTestKey(t, conn, org.ID, 0)
 	if _, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil {
 		t.Fatalf("lookup once PostgreSQL is back: %v", err)
 	}
@@ -135,7 +135,7 @@ func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	conn := testenv.Connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	org := newTestOrg(t, conn, "basic")
 	var slow atomic.Pointer[KeyHash]
 	queries := &queryCounter{onQuery: func(d pgx.TraceQueryStartData) {
 		if h := slow.Load(); h != nil && d.SQL == sqlKeyByHash && bytes.Equal(d.Args[0].([]byte), h[:]) {
@@ -144,7 +144,7 @@ func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
 	}}
 	s := testStore(t, dsn, testSettings(), options{tracer: queries, queryTimeout: 200 * time.Millisecond})
 	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
-	slowKey, fastKey := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0) // not cached
+	slowKey, fastKey := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0) // not cached
 	h := HashKey(slowKey.Key)
 	slow.Store(&h)
 
