@@ -5,6 +5,13 @@
 // to PostgreSQL or to an in-process memory store, with a disk spool behind
 // for whatever the sink cannot take. It also provides `caddy tenant usage`:
 // the Kafka consumer that fills the usage store, and the report.
+//
+// The package reads as its concepts: app.go (the tenant_usage app),
+// handler.go (the handler, event IDs and service labels), pipeline.go (the
+// buffer, batching and the spool's replay), the sinks kafka.go, postgres.go
+// and memory.go, spool.go (the disk spool), report.go (reading and
+// rendering usage reports), consumer.go (the Kafka consumer), command.go
+// (the CLI), metrics.go and caddyfile.go.
 package caddyusage
 
 import (

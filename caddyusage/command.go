@@ -3,7 +3,6 @@ package caddyusage
 import (
 	"context"
 	"crypto/tls"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,10 +12,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -254,7 +251,7 @@ func runReport(cmd *cobra.Command, _ []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
 	case asCSV:
-		return writeCSV(out, q, rows)
+		return WriteCSV(out, q, rows)
 	}
 	return writeTable(out, q, rows)
 }
@@ -331,49 +328,6 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 		return nil, fmt.Errorf("gateway %s: unexpected answer: %w", host, err)
 	}
 	return r.Rows, nil
-}
-
-func reportHeader(q usagestore.ReportQuery) []string {
-	h := []string{"bucket"}
-	for _, d := range q.GroupBy {
-		h = append(h, map[usagestore.Dimension]string{usagestore.ByKey: "key_id", usagestore.ByService: "service", usagestore.ByOutcome: "outcome"}[d])
-	}
-	return append(h, "requests", "allowed", "429_minute", "429_day", "backend_errors", "gateway_errors",
-		"bytes_in", "bytes_out", "p50_ms", "p95_ms", "p99_ms")
-}
-
-func reportRecord(q usagestore.ReportQuery, r usagestore.ReportRow) []string {
-	rec := []string{r.Bucket.UTC().Format(time.RFC3339)}
-	for _, d := range q.GroupBy {
-		rec = append(rec, map[usagestore.Dimension]string{usagestore.ByKey: r.KeyID, usagestore.ByService: r.Service, usagestore.ByOutcome: string(r.Outcome)}[d])
-	}
-	i := func(n int64) string { return strconv.FormatInt(n, 10) }
-	ms := func(us int64) string { return strconv.FormatFloat(float64(us)/1000, 'f', 2, 64) }
-	return append(rec, i(r.Requests), i(r.Allowed), i(r.RateLimitedMinute), i(r.RateLimitedDay), i(r.BackendErrors),
-		i(r.GatewayErrors), i(r.BytesIn), i(r.BytesOut), ms(r.LatencyP50US), ms(r.LatencyP95US), ms(r.LatencyP99US))
-}
-
-func writeCSV(w io.Writer, q usagestore.ReportQuery, rows []usagestore.ReportRow) error {
-	cw := csv.NewWriter(w)
-	_ = cw.Write(reportHeader(q))
-	for _, r := range rows {
-		_ = cw.Write(reportRecord(q, r))
-	}
-	cw.Flush()
-	return cw.Error()
-}
-
-func writeTable(w io.Writer, q usagestore.ReportQuery, rows []usagestore.ReportRow) error {
-	if len(rows) == 0 {
-		_, err := fmt.Fprintf(w, "no usage for %s from %s to %s\n", q.OrgID, q.From.UTC().Format(time.RFC3339), q.To.UTC().Format(time.RFC3339))
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, strings.Join(reportHeader(q), "\t")+"\t")
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(reportRecord(q, r), "\t")+"\t")
-	}
-	return tw.Flush()
 }
 
 // durationFlag reads a positive duration flag (Caddy syntax: 24h, 7d).
