@@ -3,6 +3,15 @@
 // and live limits over HTTP, with the same store operations as `caddy
 // tenant` (package keystore); and tenant_usage_report
 // (http.handlers.tenant_usage_report), the tenants' own usage and limits.
+//
+// The package reads as its concepts: admin.go (the tenant_admin module and
+// its token) and listen.go (refusing a tokenless API beyond loopback);
+// routes.go (the route table, the OpenAPI document that describes it, and
+// how an operation runs and is audited) and request.go (bodies, parameters
+// and error answers); the operations orgs.go, keys.go, limits.go and
+// usage.go; idempotency.go (Idempotency-Key); db.go (the database pools
+// and what store errors answer); dashboard.go; report.go
+// (tenant_usage_report); caddyfile.go.
 package caddyadmin
 
 import (

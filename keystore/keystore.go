@@ -9,6 +9,16 @@
 // usage pool keyed by the database URL (Acquire), so a reload keeps the warm
 // cache and opens no new connections. docs/keystore.md describes how a
 // lookup flows and what each failure looks like.
+//
+// The package reads as its concepts: keystore.go (the Store and a lookup),
+// share.go (one store shared by the configs on a database), cache.go,
+// filter.go and lanes.go (how forged keys are kept from starving real
+// ones), listen.go (change notifications), refresh.go (refresh, filter
+// build, warm start), lastused.go (api_keys.last_used_at), health.go
+// (PostgreSQL's state and the readiness check), rows.go (what is read and
+// how a row becomes a verdict), key.go (the key format), admin.go (the
+// organization and key operations of the CLI and the admin API) and
+// metrics.go.
 package keystore
 
 import (
