@@ -65,21 +65,23 @@ const (
 type TenantAdmin struct {
 	// Token is the admin token that API requests present as a Bearer
 	// token, compared in constant time. Placeholders such as
-	// {env.ADMIN_TOKEN} are expanded. At least 16 characters. Empty: no
-	// authentication, allowed only on a server that listens on loopback
-	// only. Default: empty.
+	// {env.ADMIN_TOKEN} are expanded. At least 16 characters. Default:
+	// none (no authentication, which the handler allows only on a server
+	// that listens on loopback only).
 	Token string `json:"token,omitempty"`
 
 	// DatabaseURL is the PostgreSQL key database (the one tenant_auth
-	// reads; `caddy tenant migrate` creates its schema). Placeholders are
-	// expanded. Empty: the organization and key routes answer 503.
-	// Default: empty.
+	// reads; `caddy tenant migrate` creates its schema): a connection
+	// string, URL or key=value form. Placeholders such as
+	// {env.DATABASE_URL} are expanded. Default: none (the organization and
+	// key routes answer 503).
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	// UsageDatabaseURL is the usage database the usage routes read, when
-	// it is not DatabaseURL. Placeholders are expanded. Empty: the
-	// process's usage pipeline (its memory store), else DatabaseURL.
-	// Default: empty.
+	// it is not the key database of database_url. Placeholders are
+	// expanded. Default: none (what this process's usage pipeline writes
+	// to: its memory store or its postgres sink's database; else the
+	// database of database_url).
 	UsageDatabaseURL string `json:"usage_database_url,omitempty"`
 
 	// IdempotencyTTL is how long the response of a POST carrying an

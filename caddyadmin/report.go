@@ -30,9 +30,11 @@ func init() {
 // after tenant_ratelimit, so the call itself is counted like any other);
 // the organization is always the caller's, whatever the request says.
 type UsageReport struct {
-	// DatabaseURL is the usage database to read. Placeholders are
-	// expanded. Empty: what this process's usage pipeline writes to (its
-	// memory store, or its postgres sink's database). Default: empty.
+	// DatabaseURL is the usage database to read: a PostgreSQL connection
+	// string, URL or key=value form. Placeholders such as
+	// {env.USAGE_DATABASE_URL} are expanded. Default: none (what this
+	// process's usage pipeline writes to: its memory store, or its
+	// postgres sink's database).
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	usage    *usageSource

@@ -22,24 +22,26 @@ type StaticKey struct {
 	// that is expanded, checked and hashed at provision. A key written
 	// here is stored in clear with the config (autosave.json, the admin
 	// API's /config/): prefer key_hash or a placeholder. The Caddyfile
-	// adapter never emits a literal key. Required unless key_hash is set.
+	// adapter never emits a literal key. Default: none (required unless
+	// key_hash is set).
 	Key string `json:"key,omitempty"`
 
 	// KeyHash is the key's SHA-256 as 64 hexadecimal digits, which is
 	// what the Caddyfile adapter stores for a key written in the
-	// Caddyfile (`echo -n "$KEY" | sha256sum` gives it). Required unless
-	// key is set.
+	// Caddyfile (`echo -n "$KEY" | sha256sum` gives it). Default: none
+	// (required unless key is set).
 	KeyHash string `json:"key_hash,omitempty"`
 
 	// OrgID is the organization the key acts for: 1–128 characters of
 	// letters, digits, "." "_" "-". It is sent upstream as
-	// X-Organization-ID. Required.
+	// X-Organization-ID. Default: none (required).
 	OrgID string `json:"org_id"`
 
 	// Plan is the key's plan tier (for example basic, premium, enterprise):
 	// 1–64 characters of letters, digits, "." "_" "-". It is sent upstream
 	// as X-Plan-Tier and selects the rate-limit plan, which the
-	// tenant_ratelimit after this handler must define. Required.
+	// tenant_ratelimit after this handler must define. Default: none
+	// (required).
 	Plan string `json:"plan"`
 
 	// DemoStyle marks a key that looks like a demo or hand-made test key:

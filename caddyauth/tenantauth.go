@@ -40,7 +40,7 @@ type TenantAuth struct {
 	// {env.VALID_API_KEYS}: it is expanded and parsed at provision, in the
 	// environment of the running server, so the keys themselves never
 	// reach the stored config and a reload from another shell keeps them.
-	// Empty: no keys. Default: "".
+	// A list that expands to nothing holds no keys. Default: none.
 	KeyList string `json:"key_list,omitempty"`
 
 	// DemoKeys are keys for trying the gateway out, such as the published
@@ -59,9 +59,10 @@ type TenantAuth struct {
 	// form) of the key database created by `caddy tenant migrate`.
 	// Placeholders such as {env.DATABASE_URL} are expanded at provision in
 	// the running server's environment; with one, the password never
-	// reaches the stored config. Empty: static keys only. The connection
-	// pool, key cache and change listener are shared by every config with
-	// the same URL and survive reloads. Default: "".
+	// reaches the stored config. The connection pool, key cache and change
+	// listener are shared by every config with the same URL and survive
+	// reloads. Default: none (no database: static keys only, also when the
+	// value expands to nothing).
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	// CacheTTL is how long a database key stays cached before it is read

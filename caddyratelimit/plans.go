@@ -18,15 +18,17 @@ import (
 type Plan struct {
 	// Name is the plan tier as tenant_auth reports it (the key's or the
 	// organization's plan): 1-64 characters of letters, digits, "." "_" "-".
-	// Required.
+	// Default: none (required).
 	Name string `json:"name"`
 
 	// PerMinute is the sustained rate: the bucket refills continuously at
-	// this many tokens per 60 seconds. Must be positive. Required.
+	// this many tokens per 60 seconds. A positive whole number; per_minute
+	// plus burst is at most 100000000. Default: none (required).
 	PerMinute int64 `json:"per_minute"`
 
-	// PerDay is the daily quota, per UTC calendar day (reset at 00:00 UTC).
-	// Must be positive. Required.
+	// PerDay is the daily quota, per UTC calendar day (reset at 00:00 UTC):
+	// a positive whole number, at most 1000000000000. Default: none
+	// (required).
 	PerDay int64 `json:"per_day"`
 
 	// Burst is extra bucket capacity on top of per_minute, so an idle

@@ -49,8 +49,9 @@ type RateLimit struct {
 	// a Redis Cluster; or a redis:// or rediss:// (TLS) URL, which may name
 	// a Sentinel master with ?master_name=NAME&addr=HOST:PORT. Placeholders
 	// such as {env.REDIS_ADDR} are expanded when the config is loaded, in
-	// the server's environment. Empty (also after expansion): the limiter
-	// runs in process, with limits per gateway instance. Default: empty.
+	// the server's environment. Default: none (the limiter runs in
+	// process, with limits per gateway instance; also when the value
+	// expands to nothing).
 	RedisAddr string `json:"redis_addr,omitempty"`
 
 	// RedisPassword authenticates to Redis (AUTH). Overrides a password in

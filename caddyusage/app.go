@@ -75,10 +75,17 @@ type App struct {
 	// {reason="spool_full"}). Default: 268435456 (256 MiB).
 	SpoolSize int64 `json:"spool_size,omitempty"`
 
-	// Kafka configures the Kafka sink.
+	// Kafka is the Kafka sink: the events are produced to a topic, from
+	// which `caddy tenant usage ingest` fills the usage database. It is the
+	// sink when its brokers resolve to a non-empty list. Default: none (no
+	// Kafka sink).
 	Kafka *KafkaConfig `json:"kafka,omitempty"`
 
-	// Postgres configures direct ingestion into the usage store.
+	// Postgres is the postgres sink: the gateway ingests the events into
+	// the usage database itself. It is the sink when there is no Kafka
+	// sink and one of its database_urls resolves to a non-empty URL.
+	// Default: none (without either sink, the events go to the in-process
+	// memory store, which keeps the last 24 hours).
 	Postgres *PostgresConfig `json:"postgres,omitempty"`
 
 	pipeline *pipeline
@@ -90,39 +97,54 @@ type App struct {
 // KafkaConfig is the Kafka sink: an idempotent producer (acks=all) to one
 // topic, keyed by organization.
 type KafkaConfig struct {
-	// Brokers is a comma- or space-separated host:port list; placeholders
-	// such as {env.KAFKA_BROKERS} are expanded. Empty: no Kafka sink.
+	// Brokers are the Kafka brokers, host:port separated by commas or
+	// spaces. Placeholders such as {env.KAFKA_BROKERS} are expanded when
+	// the config is loaded; a list that expands to nothing means no Kafka
+	// sink. Default: none (no Kafka sink).
 	Brokers string `json:"brokers,omitempty"`
 
-	// Topic receives the events. Default: tenantgate.usage.v1.
+	// Topic receives the events: up to 249 characters of letters, digits,
+	// ".", "_", "-"; a placeholder is expanded. Default: tenantgate.usage.v1.
 	Topic string `json:"topic,omitempty"`
 
 	// DeliveryTimeout is how long a record may wait for the broker's
 	// acknowledgement before it goes to the disk spool. Default: 10s.
 	DeliveryTimeout caddy.Duration `json:"delivery_timeout,omitempty"`
 
-	// TLS connects to the brokers with TLS (system roots).
+	// TLS connects to the brokers with TLS 1.2 or later, verified against
+	// the system's root certificates. Default: false.
 	TLS bool `json:"tls,omitempty"`
 
-	// SASL authenticates: mechanism plain, scram-sha-256 or scram-sha-512.
+	// SASL authenticates to the brokers. Default: none (no
+	// authentication).
 	SASL *SASLConfig `json:"sasl,omitempty"`
 }
 
 // SASLConfig is Kafka SASL authentication.
 type SASLConfig struct {
-	// Mechanism: plain, scram-sha-256 or scram-sha-512.
+	// Mechanism is the SASL mechanism: plain, scram-sha-256 or
+	// scram-sha-512. Default: none (required).
 	Mechanism string `json:"mechanism"`
-	// Username; placeholders are expanded.
+
+	// Username is the SASL user name. Placeholders such as
+	// {env.KAFKA_SASL_USERNAME} are expanded when the config is loaded.
+	// Default: none (required).
 	Username string `json:"username"`
-	// Password; placeholders are expanded.
+
+	// Password is the SASL password. Placeholders such as
+	// {env.KAFKA_SASL_PASSWORD} are expanded when the config is loaded,
+	// so the password need not be written into the config. Default: none
+	// (required).
 	Password string `json:"password"`
 }
 
 // PostgresConfig is the postgres sink: direct ingestion into the usage
 // store (migrated by `caddy tenant migrate`).
 type PostgresConfig struct {
-	// DatabaseURLs are tried in order; the first that resolves non-empty
-	// (placeholders expanded) is used. Empty: no postgres sink.
+	// DatabaseURLs are PostgreSQL connection strings (URL or key=value
+	// form), tried in order: the first that is non-empty once its
+	// placeholders ({env.USAGE_DATABASE_URL}, {env.DATABASE_URL}) are
+	// expanded is used. Default: none (no postgres sink).
 	DatabaseURLs []string `json:"database_urls,omitempty"`
 
 	// RawRetention: raw events older than this are dropped, and events

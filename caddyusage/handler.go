@@ -30,10 +30,12 @@ func init() {
 // final status and every byte. Requests without a tenant identity (401,
 // 403) emit nothing.
 type Handler struct {
-	// Service is the events' service label. Placeholders are expanded per
-	// request. Default: the first segment of the request path ("api" for
-	// /api/users). Labels are cut to 64 characters of [A-Za-z0-9._-] and
-	// at most 1000 distinct labels are kept per process; beyond, "other".
+	// Service is the events' service label: up to 64 characters of
+	// letters, digits, ".", "_", "-", or placeholders expanded per request
+	// (a value that is not such a label once expanded becomes "other").
+	// At most 1000 distinct labels are kept per process; beyond, "other".
+	// Default: the first segment of the request path ("api" for
+	// /api/users).
 	Service string `json:"service,omitempty"`
 
 	pipeline *pipeline
