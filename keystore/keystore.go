@@ -100,11 +100,11 @@ type Settings struct {
 
 // Defaults of Settings.
 const (
-	DefaultCacheTTL          = 15 * time.Minute
-	DefaultNegativeCacheTTL  = 30 * time.Second
-	DefaultRefreshInterval   = 15 * time.Minute
-	DefaultCacheSize         = 100_000
-	DefaultNegativeCacheSize = 10_000
+	defaultCacheTTL          = 15 * time.Minute
+	defaultNegativeCacheTTL  = 30 * time.Second
+	defaultRefreshInterval   = 15 * time.Minute
+	defaultCacheSize         = 100_000
+	defaultNegativeCacheSize = 10_000
 	// MaxCacheSize bounds CacheSize and NegativeCacheSize (memory).
 	MaxCacheSize = 10_000_000
 )
@@ -123,11 +123,11 @@ func (s Settings) Validate() error {
 
 // withDefaults fills in the zero fields.
 func (s Settings) withDefaults() Settings {
-	s.CacheTTL = orDefault(s.CacheTTL, DefaultCacheTTL)
-	s.NegativeCacheTTL = orDefault(s.NegativeCacheTTL, DefaultNegativeCacheTTL)
-	s.RefreshInterval = orDefault(s.RefreshInterval, DefaultRefreshInterval)
-	s.CacheSize = orDefault(s.CacheSize, DefaultCacheSize)
-	s.NegativeCacheSize = orDefault(s.NegativeCacheSize, DefaultNegativeCacheSize)
+	s.CacheTTL = orDefault(s.CacheTTL, defaultCacheTTL)
+	s.NegativeCacheTTL = orDefault(s.NegativeCacheTTL, defaultNegativeCacheTTL)
+	s.RefreshInterval = orDefault(s.RefreshInterval, defaultRefreshInterval)
+	s.CacheSize = orDefault(s.CacheSize, defaultCacheSize)
+	s.NegativeCacheSize = orDefault(s.NegativeCacheSize, defaultNegativeCacheSize)
 	if s.Logger == nil {
 		s.Logger = caddy.Log()
 	}
@@ -321,9 +321,6 @@ func (s *Store) Settings() Settings { return *s.settings.Load() }
 
 // Target is the database the store reads, as host:port/database.
 func (s *Store) Target() string { return s.target }
-
-// Admin returns the organization and key operations on the store's pool.
-func (s *Store) Admin() *Admin { return NewAdmin(s.pool) }
 
 // Lookup resolves a key hash: the cache first, PostgreSQL on a miss, the
 // stale cache when PostgreSQL fails. It returns the identity, or one of

@@ -248,7 +248,7 @@ func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	}
 
 	proxy.Cut()
-	clock.Advance(DefaultCacheTTL + time.Minute) // the cached copy is stale now
+	clock.Advance(defaultCacheTTL + time.Minute) // the cached copy is stale now
 	if id, err := s.Lookup(ctx, HashKey(used.Key)); err != nil || id.KeyID != used.ID {
 		t.Errorf("cached key during the outage: %v, %v; want it served (stale-if-error)", id, err)
 	}

@@ -55,8 +55,8 @@ func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
 	if err := b.Release(); err != nil { // dropped without Start
 		t.Fatal(err)
 	}
-	if got, ttl := capacity(), s.Settings().CacheTTL; got != 100_032 || ttl != DefaultCacheTTL {
-		t.Errorf("after dropping config B: cache holds %d with TTL %s, want A's 100032 and %s", got, ttl, DefaultCacheTTL)
+	if got, ttl := capacity(), s.Settings().CacheTTL; got != 100_032 || ttl != defaultCacheTTL {
+		t.Errorf("after dropping config B: cache holds %d with TTL %s, want A's 100032 and %s", got, ttl, defaultCacheTTL)
 	}
 
 	// A reload that commits: C's settings apply when it starts, and stay
