@@ -229,7 +229,7 @@ func (s *Store) Report(ctx context.Context, q ReportQuery) ([]ReportRow, error) 
 	return out, nil
 }
 
-func (r *ReportRow) setLatency(h *Histogram) {
+func (r *ReportRow) setLatency(h *histogram) {
 	r.LatencyP50US = h.Percentile(0.50)
 	r.LatencyP95US = h.Percentile(0.95)
 	r.LatencyP99US = h.Percentile(0.99)
@@ -244,7 +244,7 @@ func Summarize(rows []RollupRow, q ReportQuery) ([]ReportRow, error) {
 	}
 	type acc struct {
 		row  ReportRow
-		hist Histogram
+		hist histogram
 	}
 	from := q.Granularity.Truncate(q.From)
 	groups := make(map[ReportRow]*acc)
@@ -273,7 +273,7 @@ func Summarize(rows []RollupRow, q ReportQuery) ([]ReportRow, error) {
 			groups[k] = a
 		}
 		a.row.addRollup(in)
-		a.hist.Merge(&in.Latency)
+		a.hist.Merge(&in.latency)
 	}
 	out := make([]ReportRow, 0, len(groups))
 	for _, a := range groups {

@@ -14,9 +14,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// DefaultRawRetention is how long raw events are kept when Options leaves it
+// defaultRawRetention is how long raw events are kept when Options leaves it
 // unset. Events older than that are dead-lettered as late, not counted.
-const DefaultRawRetention = 7 * 24 * time.Hour
+const defaultRawRetention = 7 * 24 * time.Hour
 
 // maxFutureSkew bounds how far ahead of the store's clock an event may be
 // stamped; later ones are dead-lettered (a gateway with a broken clock).
@@ -77,7 +77,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 func NewStore(pool *pgxpool.Pool, opts Options) *Store {
 	s := &Store{pool: pool, rawRetention: opts.RawRetention, now: opts.Now, partitions: make(map[int64]bool)}
 	if s.rawRetention <= 0 {
-		s.rawRetention = DefaultRawRetention
+		s.rawRetention = defaultRawRetention
 	}
 	if s.now == nil {
 		s.now = time.Now
