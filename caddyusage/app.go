@@ -34,13 +34,13 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
-// AppID is the tenant_usage app's module ID.
-const AppID = "tenant_usage"
+// appID is the tenant_usage app's module ID.
+const appID = "tenant_usage"
 
 // App defaults.
 const (
-	DefaultBuffer    = 10_000
-	DefaultSpoolSize = 256 << 20
+	defaultBuffer    = 10_000
+	defaultSpoolSize = 256 << 20
 	maxBuffer        = 10_000_000
 )
 
@@ -155,7 +155,7 @@ type PostgresConfig struct {
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
-		ID:  AppID,
+		ID:  appID,
 		New: func() caddy.Module { return new(App) },
 	}
 }
@@ -182,11 +182,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	buffer := a.Buffer
 	if buffer == 0 {
-		buffer = DefaultBuffer
+		buffer = defaultBuffer
 	}
 	spoolSize := a.SpoolSize
 	if spoolSize == 0 {
-		spoolSize = DefaultSpoolSize
+		spoolSize = defaultSpoolSize
 	}
 	v, loaded, err := pipelinePool.LoadOrNew(pipelineKey, func() (caddy.Destructor, error) {
 		return newPipeline(buffer, spoolDir, spoolSize, newMetrics(), a.logger)
@@ -227,10 +227,10 @@ func (a *App) prepareSink(repl *caddy.Replacer, buffer int) error {
 				tls:             a.Kafka.TLS,
 			}
 			if k.topic == "" {
-				k.topic = DefaultTopic
+				k.topic = defaultTopic
 			}
 			if k.deliveryTimeout == 0 {
-				k.deliveryTimeout = DefaultDeliveryTimeout
+				k.deliveryTimeout = defaultDeliveryTimeout
 			}
 			if s := a.Kafka.SASL; s != nil {
 				k.saslMechanism, k.saslUser, k.saslPassword = s.Mechanism, repl.ReplaceKnown(s.Username, ""), repl.ReplaceKnown(s.Password, "")

@@ -104,7 +104,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 			return nil, err
 		}
 	}
-	return httpcaddyfile.App{Name: AppID, Value: caddyconfig.JSON(app, nil)}, nil
+	return httpcaddyfile.App{Name: appID, Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 func parseKafka(d *caddyfile.Dispenser) (*KafkaConfig, error) {

@@ -29,15 +29,15 @@ import (
 
 // Environment variables the usage commands read when a flag is not given.
 const (
-	UsageDatabaseURLEnv = "USAGE_DATABASE_URL"
-	DatabaseURLEnv      = "DATABASE_URL"
-	KafkaBrokersEnv     = "KAFKA_BROKERS"
-	KafkaTopicEnv       = "KAFKA_TOPIC"
-	AdminAddrEnv        = "ADMIN_ADDR"
-	// KafkaSASLUserEnv and KafkaSASLPasswordEnv hold the consumer's SASL
+	usageDatabaseURLEnv = "USAGE_DATABASE_URL"
+	databaseURLEnv      = "DATABASE_URL"
+	kafkaBrokersEnv     = "KAFKA_BROKERS"
+	kafkaTopicEnv       = "KAFKA_TOPIC"
+	adminAddrEnv        = "ADMIN_ADDR"
+	// kafkaSASLUserEnv and kafkaSASLPasswordEnv hold the consumer's SASL
 	// credentials (kept off the command line).
-	KafkaSASLUserEnv     = "KAFKA_SASL_USERNAME"
-	KafkaSASLPasswordEnv = "KAFKA_SASL_PASSWORD"
+	kafkaSASLUserEnv     = "KAFKA_SASL_USERNAME"
+	kafkaSASLPasswordEnv = "KAFKA_SASL_PASSWORD"
 )
 
 // UsageCommand is `caddy tenant usage`: ingest (the Kafka consumer) and
@@ -59,7 +59,7 @@ asks the running gateway's memory sink through its admin endpoint
 (--address, else $ADMIN_ADDR, else localhost:2019).
 `,
 	}
-	cmd.PersistentFlags().String("database-url", "", "usage database URL (default $"+UsageDatabaseURLEnv+", then $"+DatabaseURLEnv+")")
+	cmd.PersistentFlags().String("database-url", "", "usage database URL (default $"+usageDatabaseURLEnv+", then $"+databaseURLEnv+")")
 	cmd.AddCommand(ingestCommand(), reportCommand())
 	return cmd
 }
@@ -68,10 +68,10 @@ func usageDatabaseURL(cmd *cobra.Command) string {
 	if v, _ := cmd.Flags().GetString("database-url"); v != "" {
 		return v
 	}
-	if v := os.Getenv(UsageDatabaseURLEnv); v != "" {
+	if v := os.Getenv(usageDatabaseURLEnv); v != "" {
 		return v
 	}
-	return os.Getenv(DatabaseURLEnv)
+	return os.Getenv(databaseURLEnv)
 }
 
 func ingestCommand() *cobra.Command {
@@ -82,30 +82,30 @@ func ingestCommand() *cobra.Command {
 		RunE:  runIngest,
 	}
 	f := c.Flags()
-	f.String("brokers", "", "Kafka brokers, host:port[,host:port…] (default $"+KafkaBrokersEnv+")")
-	f.String("topic", "", "topic (default $"+KafkaTopicEnv+", else "+DefaultTopic+")")
-	f.String("group", DefaultGroup, "consumer group")
-	f.Int("batch", DefaultConsumerBatch, "records per transaction, at most")
+	f.String("brokers", "", "Kafka brokers, host:port[,host:port…] (default $"+kafkaBrokersEnv+")")
+	f.String("topic", "", "topic (default $"+kafkaTopicEnv+", else "+defaultTopic+")")
+	f.String("group", defaultGroup, "consumer group")
+	f.Int("batch", defaultConsumerBatch, "records per transaction, at most")
 	f.String("raw-retention", "168h", "raw events older than this are dead-lettered as late and dropped")
 	f.String("metrics-addr", "", "serve Prometheus metrics on this host:port at /metrics (default: off)")
 	f.String("session-timeout", "45s", "how long the group waits for a silent member before reassigning its partitions")
 	f.Bool("tls", false, "connect to the brokers with TLS (system roots)")
-	f.String("sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (credentials from $"+KafkaSASLUserEnv+" and $"+KafkaSASLPasswordEnv+")")
+	f.String("sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (credentials from $"+kafkaSASLUserEnv+" and $"+kafkaSASLPasswordEnv+")")
 	return c
 }
 
 func runIngest(cmd *cobra.Command, _ []string) error {
 	brokers, _ := cmd.Flags().GetString("brokers")
 	if brokers == "" {
-		brokers = os.Getenv(KafkaBrokersEnv)
+		brokers = os.Getenv(kafkaBrokersEnv)
 	}
 	list := strings.FieldsFunc(brokers, func(r rune) bool { return r == ',' || r == ' ' })
 	if len(list) == 0 {
-		return fmt.Errorf("no Kafka brokers: give --brokers or set %s", KafkaBrokersEnv)
+		return fmt.Errorf("no Kafka brokers: give --brokers or set %s", kafkaBrokersEnv)
 	}
 	topic, _ := cmd.Flags().GetString("topic")
 	if topic == "" {
-		topic = os.Getenv(KafkaTopicEnv)
+		topic = os.Getenv(kafkaTopicEnv)
 	}
 	group, _ := cmd.Flags().GetString("group")
 	batch, _ := cmd.Flags().GetInt("batch")
@@ -122,14 +122,14 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 	}
 	dsn := usageDatabaseURL(cmd)
 	if dsn == "" {
-		return fmt.Errorf("no usage database: give --database-url or set %s or %s", UsageDatabaseURLEnv, DatabaseURLEnv)
+		return fmt.Errorf("no usage database: give --database-url or set %s or %s", usageDatabaseURLEnv, databaseURLEnv)
 	}
 	var clientOpts []kgo.Opt
 	if useTLS, _ := cmd.Flags().GetBool("tls"); useTLS {
 		clientOpts = append(clientOpts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
 	}
 	if mech, _ := cmd.Flags().GetString("sasl"); mech != "" {
-		m, err := saslMechanism(mech, os.Getenv(KafkaSASLUserEnv), os.Getenv(KafkaSASLPasswordEnv))
+		m, err := saslMechanism(mech, os.Getenv(kafkaSASLUserEnv), os.Getenv(kafkaSASLPasswordEnv))
 		if err != nil {
 			return fmt.Errorf("--sasl: %w", err)
 		}
@@ -156,8 +156,8 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 		logger.Info("serving metrics", zap.String("address", ln.Addr().String()))
 	}
 	go store.MaintainEvery(ctx, time.Hour, func(err error) { logger.Warn("usage partition maintenance failed", zap.Error(err)) })
-	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", orDefault(topic, DefaultTopic)), zap.String("group", group))
-	err = RunConsumer(ctx, ConsumerConfig{Brokers: list, Topic: topic, Group: group, MaxBatch: batch,
+	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", orDefault(topic, defaultTopic)), zap.String("group", group))
+	err = runConsumer(ctx, consumerConfig{Brokers: list, Topic: topic, Group: group, MaxBatch: batch,
 		SessionTimeout: session, Store: store, Logger: logger, Metrics: reg, ClientOpts: clientOpts})
 	logger.Info("consumer stopped")
 	return err
@@ -202,7 +202,7 @@ func reportCommand() *cobra.Command {
 	f.String("group-by", "", "also group by any of key,service,outcome")
 	f.Bool("json", false, "JSON output")
 	f.Bool("csv", false, "CSV output")
-	f.String("address", "", "admin endpoint of the running gateway, asked when there is no database (default $"+AdminAddrEnv+", else localhost:2019)")
+	f.String("address", "", "admin endpoint of the running gateway, asked when there is no database (default $"+adminAddrEnv+", else localhost:2019)")
 	return c
 }
 
@@ -232,7 +232,7 @@ func runReport(cmd *cobra.Command, _ []string) error {
 		}
 	} else {
 		if address == "" {
-			address = os.Getenv(AdminAddrEnv)
+			address = os.Getenv(adminAddrEnv)
 		}
 		if address == "" {
 			address = "localhost:2019"
@@ -300,7 +300,7 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 	}
 	v.Set("group_by", strings.Join(dims, ","))
 	host := strings.TrimPrefix(strings.TrimPrefix(address, "http://"), "tcp/")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+ReportPath+"?"+v.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+reportPath+"?"+v.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +323,7 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 		}
 		return nil, fmt.Errorf("gateway %s: %s", host, apiErr.Error)
 	}
-	var r ReportResponse
+	var r reportResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("gateway %s: unexpected answer: %w", host, err)
 	}

@@ -54,7 +54,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision attaches the handler to the process's usage pipeline (the
 // tenant_usage app, with its defaults when no global option configures it).
 func (h *Handler) Provision(ctx caddy.Context) error {
-	v, err := ctx.App(AppID)
+	v, err := ctx.App(appID)
 	if err != nil {
 		return fmt.Errorf("tenant_usage: %w", err)
 	}

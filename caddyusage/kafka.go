@@ -23,8 +23,8 @@ import (
 
 // Kafka producer defaults.
 const (
-	DefaultTopic           = "tenantgate.usage.v1"
-	DefaultDeliveryTimeout = 10 * time.Second
+	defaultTopic           = "tenantgate.usage.v1"
+	defaultDeliveryTimeout = 10 * time.Second
 	kafkaLinger            = 5 * time.Millisecond
 )
 

@@ -65,9 +65,9 @@ func runningPipeline() *pipeline {
 	return p
 }
 
-// ReportPath is the admin API route that answers usage reports from the
+// reportPath is the admin API route that answers usage reports from the
 // memory sink of the running gateway.
-const ReportPath = "/tenant_usage/report"
+const reportPath = "/tenant_usage/report"
 
 // adminAPI serves the memory sink's usage on Caddy's admin endpoint, for
 // `caddy tenant usage report` without a database:
@@ -90,11 +90,11 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes implements caddy.AdminRouter.
 func (a adminAPI) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: ReportPath, Handler: caddy.AdminHandlerFunc(a.report)}}
+	return []caddy.AdminRoute{{Pattern: reportPath, Handler: caddy.AdminHandlerFunc(a.report)}}
 }
 
-// ReportResponse is the admin API's answer.
-type ReportResponse struct {
+// reportResponse is the admin API's answer.
+type reportResponse struct {
 	Sink string                 `json:"sink"`
 	Rows []usagestore.ReportRow `json:"rows"`
 }
@@ -128,7 +128,7 @@ func (adminAPI) report(w http.ResponseWriter, r *http.Request) error {
 		rows = []usagestore.ReportRow{}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(ReportResponse{Sink: "memory", Rows: rows})
+	return json.NewEncoder(w).Encode(reportResponse{Sink: "memory", Rows: rows})
 }
 
 // reportQueryFromURL reads a report query from URL parameters.
