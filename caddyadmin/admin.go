@@ -43,11 +43,11 @@ const moduleName = "tenant_admin"
 
 // Defaults and bounds.
 const (
-	// DefaultIdempotencyTTL is how long a POST's response is kept for
+	// defaultIdempotencyTTL is how long a POST's response is kept for
 	// retries with the same Idempotency-Key.
-	DefaultIdempotencyTTL = 24 * time.Hour
-	// MinTokenLen is the shortest admin token accepted.
-	MinTokenLen = 16
+	defaultIdempotencyTTL = 24 * time.Hour
+	// minTokenLen is the shortest admin token accepted.
+	minTokenLen = 16
 	// maxBodyBytes bounds a request body.
 	maxBodyBytes = 64 << 10
 	// requestTimeout bounds one request's database work.
@@ -125,14 +125,14 @@ func (a *TenantAdmin) Provision(ctx caddy.Context) error {
 			return err
 		}
 		a.logger.Warn("tenant_admin has no token: anyone who can connect to its loopback address can manage keys")
-	case len(a.token) < MinTokenLen:
-		return fmt.Errorf("tenant_admin: token must be at least %d characters, got %d", MinTokenLen, len(a.token))
+	case len(a.token) < minTokenLen:
+		return fmt.Errorf("tenant_admin: token must be at least %d characters, got %d", minTokenLen, len(a.token))
 	default:
 		a.tokenSum = sha256.Sum256([]byte(a.token))
 		a.tokenID = hex.EncodeToString(a.tokenSum[:4])
 	}
 	if a.IdempotencyTTL == 0 {
-		a.IdempotencyTTL = caddy.Duration(DefaultIdempotencyTTL)
+		a.IdempotencyTTL = caddy.Duration(defaultIdempotencyTTL)
 	}
 	var err error
 	if a.registry, err = tenant.RegistryFromContext(ctx); err != nil {

@@ -151,6 +151,11 @@ type KeyInput struct {
 	Test bool
 }
 
+// DefaultRotateGrace is how long a rotated key keeps working when the
+// rotation does not say (`caddy tenant key rotate`, the admin API's
+// rotate), so that clients can switch to the new key without downtime.
+const DefaultRotateGrace = 24 * time.Hour
+
 // RotateOptions are RotateKey's options.
 type RotateOptions struct {
 	// Grace is how long the old key keeps working; 0 ends it now. It never
