@@ -25,8 +25,8 @@ import (
 	"github.com/tenantgate/tenantgate/migrations"
 )
 
-// DatabaseURLEnv is read when --database-url is not given.
-const DatabaseURLEnv = "DATABASE_URL"
+// databaseURLEnv is read when --database-url is not given.
+const databaseURLEnv = "DATABASE_URL"
 
 // cliTimeout bounds one CLI command's work against the database, and
 // cliConnectTimeout the connection to it.
@@ -65,7 +65,7 @@ characters are stored. Errors exit non-zero with one line, and write nothing.
 
 // buildTenantCommand adds the subcommands to the `tenant` command.
 func buildTenantCommand(cmd *cobra.Command) {
-	cmd.PersistentFlags().String("database-url", "", "PostgreSQL URL (default $"+DatabaseURLEnv+")")
+	cmd.PersistentFlags().String("database-url", "", "PostgreSQL URL (default $"+databaseURLEnv+")")
 	cmd.PersistentFlags().String("allowed-plans", "", "extra plan names, comma-separated (default $"+tenant.PlansEnv+")")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "migrate",
@@ -104,10 +104,10 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 func connConfig(cmd *cobra.Command) (*pgx.ConnConfig, error) {
 	dsn, _ := cmd.Flags().GetString("database-url")
 	if dsn == "" {
-		dsn = os.Getenv(DatabaseURLEnv)
+		dsn = os.Getenv(databaseURLEnv)
 	}
 	if dsn == "" {
-		return nil, fmt.Errorf("no database: give --database-url or set %s", DatabaseURLEnv)
+		return nil, fmt.Errorf("no database: give --database-url or set %s", databaseURLEnv)
 	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {

@@ -286,12 +286,12 @@ func TestCLIDatabaseErrorsAreOneLine(t *testing.T) {
 			t.Errorf("org list on %s: %v, want one line containing %q", c.dsn, err, c.want)
 		}
 	}
-	t.Setenv(DatabaseURLEnv, "")
+	t.Setenv(databaseURLEnv, "")
 	root := &cobra.Command{Use: "tenant", SilenceUsage: true, SilenceErrors: true}
 	buildTenantCommand(root)
 	root.SetArgs([]string{"org", "list"})
 	root.SetOut(new(bytes.Buffer))
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), DatabaseURLEnv) {
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), databaseURLEnv) {
 		t.Errorf("no database configured: %v", err)
 	}
 }

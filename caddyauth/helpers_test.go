@@ -5,9 +5,11 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
-func sha256Of(s string) KeyHash { return sha256.Sum256([]byte(s)) }
+func sha256Of(s string) keystore.KeyHash { return sha256.Sum256([]byte(s)) }
 
 // staticStoreOf builds the static store of literal keys.
 func staticStoreOf(tb testing.TB, keys ...StaticKey) staticStore {

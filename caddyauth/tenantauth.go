@@ -91,11 +91,23 @@ type TenantAuth struct {
 	static staticStore
 	// dynamic is the key store consulted after the static keys (Postgres);
 	// nil when none is configured.
-	dynamic KeyStore
+	dynamic keyStore
 	store   *keystore.Handle // this config's use of the shared PostgreSQL store
 	metrics *authMetrics
 	logger  *zap.Logger
 }
+
+// keyStore resolves a key hash to the identity it acts for: the seam
+// between tenant_auth and its database keys (keystore.Handle), which the
+// tests replace. Lookup returns the identity, or one of
+// keystore.ErrUnknownKey, ErrRevokedKey, ErrExpiredKey, ErrDisabledOrg (all
+// 403), or an error wrapping keystore.ErrStoreUnavailable (503).
+type keyStore interface {
+	Lookup(ctx context.Context, hash keystore.KeyHash) (*tenant.Identity, error)
+}
+
+// Interface guard
+var _ keyStore = (*keystore.Handle)(nil)
 
 // CaddyModule returns the Caddy module information.
 func (TenantAuth) CaddyModule() caddy.ModuleInfo {
@@ -218,12 +230,12 @@ func (a *TenantAuth) Cleanup() error {
 // then the dynamic store. Tokens that cannot be database keys are refused
 // without asking it.
 func (a *TenantAuth) lookup(ctx context.Context, token string) (*tenant.Identity, error) {
-	h := HashKey(token)
+	h := keystore.HashKey(token)
 	if id, ok := a.static[h]; ok {
 		return id, nil
 	}
 	if a.dynamic == nil || !keystore.WellFormedKey(token) {
-		return nil, ErrUnknownKey
+		return nil, keystore.ErrUnknownKey
 	}
 	return a.dynamic.Lookup(ctx, h)
 }
