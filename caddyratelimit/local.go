@@ -19,7 +19,7 @@ const localSweepInterval = 30 * time.Second
 // localEntry is one organization's state in process.
 type localEntry struct {
 	st     bucketState
-	limits Limits // as of the last decision, to tell when the state is idle
+	limits limits // as of the last decision, to tell when the state is idle
 	seen   int64  // µs of the last decision
 }
 
@@ -56,14 +56,14 @@ func newLocalLimiter(maxOrgs int, clock func() time.Time) *localLimiter {
 	return l
 }
 
-// Allow implements Limiter. It never fails.
-func (l *localLimiter) Allow(_ context.Context, orgID string, p *Policy) (Decision, error) {
+// Allow implements limiter. It never fails.
+func (l *localLimiter) Allow(_ context.Context, orgID string, p *policy) (decision, error) {
 	d := l.allow(orgID, p.Limits, l.clock().UnixMicro())
-	d.Source = SourceLocal
+	d.Source = sourceLocal
 	return d, nil
 }
 
-func (l *localLimiter) allow(orgID string, lim Limits, now int64) Decision {
+func (l *localLimiter) allow(orgID string, lim limits, now int64) decision {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
 	e := sh.m[orgID]
@@ -85,7 +85,7 @@ func (l *localLimiter) allow(orgID string, lim Limits, now int64) Decision {
 // that a fallback decision, should Redis fail, continues from it instead of
 // from a fresh bucket and quota. It costs one shard lock per Redis answer,
 // and an allocation the first time an organization is seen.
-func (l *localLimiter) learn(orgID string, lim Limits, tokens, dayUsed, redisNow, now int64) {
+func (l *localLimiter) learn(orgID string, lim limits, tokens, dayUsed, redisNow, now int64) {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
 	e := sh.m[orgID]
@@ -242,6 +242,6 @@ func sweepShard[V any](sh *shard[V], drop func(V) bool) (removed int) {
 
 // Interface guards
 var (
-	_ Limiter          = (*localLimiter)(nil)
+	_ limiter          = (*localLimiter)(nil)
 	_ caddy.Destructor = (*localLimiter)(nil)
 )

@@ -88,7 +88,7 @@ type planCounters struct {
 
 type counterBox struct{ prometheus.Counter }
 
-func (pc *planCounters) inc(r result, s Source) {
+func (pc *planCounters) inc(r result, s decisionSource) {
 	slot := &pc.c[r][s]
 	b := slot.Load()
 	if b == nil {

@@ -90,7 +90,7 @@ type RateLimit struct {
 	// enterprise (10 000, 1 000 000, burst 5 000).
 	Plans []Plan `json:"plans,omitempty"`
 
-	limiter  Limiter
+	limiter  limiter
 	policies *policies
 	headers  *headerWriter
 	metrics  *metrics
@@ -102,12 +102,12 @@ type RateLimit struct {
 	timeout  time.Duration // effective redis_timeout
 }
 
-// Limiter decides whether one request of an organization may pass under a
+// limiter decides whether one request of an organization may pass under a
 // policy, taking one token and one daily unit when it does. The handler
 // uses the Redis limiter (shared by every gateway on one Redis, wrapped in
 // the failure policy) or the in-process one.
-type Limiter interface {
-	Allow(ctx context.Context, orgID string, p *Policy) (Decision, error)
+type limiter interface {
+	Allow(ctx context.Context, orgID string, p *policy) (decision, error)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -330,7 +330,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return rl.unavailable(w, tr, p, err)
 	}
 	h := w.Header()
-	if d.Source == SourceFailOpen {
+	if d.Source == sourceFailOpen {
 		rl.headers.writeStatic(h, p)
 	} else {
 		rl.headers.write(h, p, &d)
@@ -351,7 +351,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 }
 
 // tooMany answers 429 with Retry-After and the envelope's details.
-func (rl *RateLimit) tooMany(w http.ResponseWriter, p *Policy, d *Decision, rid string) error {
+func (rl *RateLimit) tooMany(w http.ResponseWriter, p *policy, d *decision, rid string) error {
 	l := p.Limits
 	retry := d.retryAfter(l)
 	kind := d.limitType(l)
@@ -372,7 +372,7 @@ func (rl *RateLimit) tooMany(w http.ResponseWriter, p *Policy, d *Decision, rid 
 
 // unavailable answers a request the limiter could not decide: 503 (Redis
 // down under on_redis_error deny), never 429 or 403.
-func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *Policy, err error) error {
+func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *policy, err error) error {
 	retry := int64(1)
 	var ue *unavailableError
 	if errors.As(err, &ue) {
@@ -380,15 +380,15 @@ func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *P
 	} else {
 		rl.logger.Error("rate limiter failed", zap.Error(err))
 	}
-	p.counters.inc(resultUnavailable, SourceRedis)
-	logDecision(tr, resultUnavailable, SourceRedis)
+	p.counters.inc(resultUnavailable, sourceRedis)
+	logDecision(tr, resultUnavailable, sourceRedis)
 	w.Header()[hdrRetryAfter] = []string{strconv.FormatInt(retry, 10)}
 	return tenant.WriteError(w, http.StatusServiceUnavailable, "rate limiter temporarily unavailable", nil, tr.ID)
 }
 
 // logDecision records the decision for the request's access-log line
 // (tenant.Request renders it with the tenant fields).
-func logDecision(tr *tenant.Request, res result, src Source) {
+func logDecision(tr *tenant.Request, res result, src decisionSource) {
 	tr.RateLimit, tr.RateLimitSource = resultNames[res], src.String()
 }
 

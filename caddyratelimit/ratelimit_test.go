@@ -28,7 +28,7 @@ import (
 
 // tinyLimits is the example plan used throughout: 6/min, burst 4, so capacity 10 and one
 // token every 10 s.
-var tinyLimits = Limits{PerMinute: 6, PerDay: 1000, Burst: 4}
+var tinyLimits = limits{PerMinute: 6, PerDay: 1000, Burst: 4}
 
 // newTestLocal returns an in-process limiter on a fake clock, stopped at
 // the end of the test.
@@ -41,14 +41,14 @@ func newTestLocal(t *testing.T, clock *testenv.Clock) *localLimiter {
 
 // tinyLocal is the common setup: an in-process limiter on a fake clock at
 // 2026-01-25T14:31:15Z and the tiny policy.
-func tinyLocal(t *testing.T) (*testenv.Clock, *localLimiter, *Policy) {
+func tinyLocal(t *testing.T) (*testenv.Clock, *localLimiter, *policy) {
 	t.Helper()
 	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
 	return clock, newTestLocal(t, clock), newPolicy("tiny", tinyLimits)
 }
 
 // decide runs one decision and fails the test on error.
-func decide(t *testing.T, l Limiter, org string, p *Policy) Decision {
+func decide(t *testing.T, l limiter, org string, p *policy) decision {
 	t.Helper()
 	d, err := l.Allow(context.Background(), org, p)
 	if err != nil {
@@ -58,7 +58,7 @@ func decide(t *testing.T, l Limiter, org string, p *Policy) Decision {
 }
 
 // admitted sends n sequential requests and counts the admitted ones.
-func admitted(t *testing.T, l Limiter, org string, p *Policy, n int) int {
+func admitted(t *testing.T, l limiter, org string, p *policy, n int) int {
 	t.Helper()
 	got := 0
 	for i := 0; i < n; i++ {
@@ -72,14 +72,14 @@ func admitted(t *testing.T, l Limiter, org string, p *Policy, n int) int {
 // decideConcurrently releases n goroutines at once, spread over the
 // limiters, each asking for one decision for org; it fails the test on any
 // error and returns how many were admitted and denied.
-func decideConcurrently(t *testing.T, n int, org string, p *Policy, limiters ...Limiter) (ok, denied int64) {
+func decideConcurrently(t *testing.T, n int, org string, p *policy, limiters ...limiter) (ok, denied int64) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var admitted, refused, failed atomic.Int64
 	start := make(chan struct{})
 	for i := range n {
 		wg.Add(1)
-		go func(l Limiter) {
+		go func(l limiter) {
 			defer wg.Done()
 			<-start
 			d, err := l.Allow(context.Background(), org, p)
@@ -416,7 +416,7 @@ func TestProvisionExpandsRedisPlaceholders(t *testing.T) {
 		db1.Del(context.Background(), keys[0], keys[1])
 		_ = db1.Close()
 	})
-	if d := decide(t, rl.limiter, org, rl.policies.plans["tiny"]); d.Source != SourceRedis || !d.Allowed {
+	if d := decide(t, rl.limiter, org, rl.policies.plans["tiny"]); d.Source != sourceRedis || !d.Allowed {
 		t.Fatalf("decision %+v, want admitted by Redis", d)
 	}
 	if n := db1.Exists(context.Background(), keys[0], keys[1]).Val(); n != 2 {
