@@ -354,3 +354,6 @@ func (k kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	}
 	k.l.Warn(msg, fields...)
 }
+
+// Interface guard
+var _ sink = (*kafkaSink)(nil)
