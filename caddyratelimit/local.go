@@ -66,13 +66,9 @@ func (l *localLimiter) Allow(_ context.Context, orgID string, p *policy) (decisi
 func (l *localLimiter) allow(orgID string, lim limits, now int64) decision {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
-	e := sh.m[orgID]
-	if e == nil {
-		if l.orgs.full(sh) {
-			l.makeRoom(sh, now)
-		}
-		e = &localEntry{st: newBucket(now, lim)}
-		sh.m[orgID] = e
+	e, fresh := l.entryLocked(sh, orgID, now)
+	if fresh {
+		e.st = newBucket(now, lim)
 	}
 	d := e.st.take(now, lim)
 	e.limits, e.seen = lim, now
@@ -88,17 +84,25 @@ func (l *localLimiter) allow(orgID string, lim limits, now int64) decision {
 func (l *localLimiter) learn(orgID string, lim limits, tokens, dayUsed, redisNow, now int64) {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
-	e := sh.m[orgID]
-	if e == nil {
-		if l.orgs.full(sh) {
-			l.makeRoom(sh, now)
-		}
-		e = new(localEntry)
-		sh.m[orgID] = e
-	}
+	e, _ := l.entryLocked(sh, orgID, now)
 	e.st = bucketState{tokens: tokens, ts: now, day: redisNow / usPerDay, used: dayUsed}
 	e.limits, e.seen = lim, now
 	sh.mu.Unlock()
+}
+
+// entryLocked returns the entry of orgID in the locked shard sh; when
+// there is none, it adds an empty one (making room in a full shard first)
+// and reports it fresh.
+func (l *localLimiter) entryLocked(sh *shard[*localEntry], orgID string, now int64) (e *localEntry, fresh bool) {
+	if e = sh.m[orgID]; e != nil {
+		return e, false
+	}
+	if l.orgs.full(sh) {
+		l.makeRoom(sh, now)
+	}
+	e = new(localEntry)
+	sh.m[orgID] = e
+	return e, true
 }
 
 // makeRoom frees a slot in a full, locked shard: idle entries first, else
