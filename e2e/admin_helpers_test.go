@@ -281,15 +281,7 @@ func (c *adminClient) createKey(orgID, name string) apiKey {
 // gatewayStatus sends GET url with key and returns the status.
 func gatewayStatus(t *testing.T, url, key string) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := httpClient().Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return getWithKey(t, httpClient(), url, key).status
 }
 
 // waitGatewayStatus polls url until it answers want for key, and returns

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/csv"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -143,21 +142,14 @@ type usagePeriodJSON struct {
 // selfService calls GET /v1/usage on the gateway with key.
 func selfService(t *testing.T, url, key string) (int, tenantUsage, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := httpClient().Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	r := getWithKey(t, httpClient(), url, key)
 	var u tenantUsage
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, &u); err != nil {
-			t.Fatalf("GET /v1/usage: not JSON: %v: %s", err, body)
+	if r.status == http.StatusOK {
+		if err := json.Unmarshal(r.body, &u); err != nil {
+			t.Fatalf("GET /v1/usage: not JSON: %v: %s", err, r.body)
 		}
 	}
-	return resp.StatusCode, u, body
+	return r.status, u, r.body
 }
 
 // TestTenantUsageReportIsolation: a tenant's GET /v1/usage reports its own

@@ -163,3 +163,29 @@ func TestGatewayPortsAreChosenFree(t *testing.T) {
 		t.Fatalf("status %d body %q, want 200 ok", resp.StatusCode, body)
 	}
 }
+
+// keyedResponse is what the tests keep of a response to a request made
+// with an API key.
+type keyedResponse struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// getWithKey sends GET url with the API key.
+func getWithKey(t *testing.T, client *http.Client, url, key string) keyedResponse {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return keyedResponse{}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return keyedResponse{status: resp.StatusCode, header: resp.Header, body: body}
+}

@@ -153,9 +153,9 @@ func TestNewKeyJoinsTheFilterByNotification(t *testing.T) {
 	conn := testenv.Connect(t, dsn)
 	org := newTestOrg(t, conn, "basic")
 	s := testStore(t, dsn, testSettings(), options{})
-	waitFor(t, 10*time.Second, "the key filter", func() bool { return s.filter.Load() != nil })
+	testenv.WaitFor(t, 10*time.Second, "the key filter", func() bool { return s.filter.Load() != nil })
 	k := newTestKey(t, conn, org.ID, 0)
-	waitFor(t, 5*time.Second, "the new key's notification to reach the filter", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the new key's notification to reach the filter", func() bool {
 		return s.filter.Load().mayContain(HashKey(k.Key))
 	})
 }
@@ -202,7 +202,7 @@ func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T)
 			errs <- err
 		})
 	}
-	waitFor(t, 5*time.Second, "the unverified lane to fill", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the unverified lane to fill", func() bool {
 		return queries.inFlight.Load() == int64(cap(s.unverified.slots)) && s.unverified.waiting.Load() == s.unverified.maxWaiting
 	})
 
@@ -268,14 +268,14 @@ func TestForgedKeyFloodDoesNotStarveRealKeys(t *testing.T) {
 	proxy.SetDelay(10 * time.Millisecond) // each way
 	queries := new(queryCounter)
 	s := testStore(t, viaProxy, testSettings(), options{tracer: queries})
-	waitFor(t, 10*time.Second, "the warm start", s.warmed.Load)
+	testenv.WaitFor(t, 10*time.Second, "the warm start", s.warmed.Load)
 	// Created now, the keys are not cached; their notifications put them
 	// in the key filter.
 	real := make([]NewAPIKey, 5)
 	for i := range real {
 		real[i] = newTestKey(t, conn, org.ID, 0)
 	}
-	waitFor(t, 5*time.Second, "the keys' notifications", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the keys' notifications", func() bool {
 		return s.filter.Load().mayContain(HashKey(real[len(real)-1].Key))
 	})
 
@@ -299,7 +299,7 @@ func TestForgedKeyFloodDoesNotStarveRealKeys(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 10*time.Second, "the flood to reach PostgreSQL", func() bool { return refused.Load() > 10 && shed.Load() > 1000 })
+	testenv.WaitFor(t, 10*time.Second, "the flood to reach PostgreSQL", func() bool { return refused.Load() > 10 && shed.Load() > 1000 })
 
 	for i, k := range real {
 		time.Sleep(100 * time.Millisecond) // spread over the flood

@@ -15,7 +15,7 @@ func TestHealthSaysTheSchemaIsMissing(t *testing.T) {
 	dsn := testenv.FreshDatabase(t) // reachable, never migrated
 	s := testStore(t, dsn, testSettings(), options{})
 	const want = "schema missing: run `caddy tenant migrate`"
-	waitFor(t, 5*time.Second, "the missing schema to be noticed", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the missing schema to be noticed", func() bool {
 		return strings.Contains(s.health(false).Detail, want)
 	})
 	if r := s.health(false); r.Status != tenant.StatusDown || strings.Contains(r.Detail, "unreachable") {
@@ -30,7 +30,7 @@ func TestHealthSaysTheSchemaIsMissing(t *testing.T) {
 	}
 
 	testenv.Migrate(t, dsn)
-	waitFor(t, 10*time.Second, "health to recover after the migration", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "health to recover after the migration", func() bool {
 		return s.health(false).Status == tenant.StatusOK
 	})
 }
@@ -40,7 +40,7 @@ func TestHealthWithStaticKeysIsDegradedNotDown(t *testing.T) {
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
 	s := testStore(t, viaProxy, testSettings(), options{})
-	waitFor(t, 5*time.Second, "the outage to be noticed", func() bool { return s.state.failing.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the outage to be noticed", func() bool { return s.state.failing.Load() })
 	if r := s.health(false); r.Status != tenant.StatusDown || !strings.Contains(r.Detail, "unreachable") {
 		t.Errorf("health without static keys = %+v, want down", r)
 	}

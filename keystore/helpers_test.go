@@ -96,20 +96,6 @@ func testStore(t testing.TB, dsn string, s Settings, opts options) *Store {
 	return st
 }
 
-// waitFor polls cond every 10 ms until it holds or timeout passes. The
-// timeout is a bound on correctness (something must happen), never a
-// speed measurement.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func sha256Of(s string) KeyHash { return sha256.Sum256([]byte(s)) }
 
 // randomKey is a well-formed key that is in no database: what anyone can

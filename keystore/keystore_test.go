@@ -276,14 +276,14 @@ func TestStartsWithPostgresDown(t *testing.T) {
 	proxy.Cut()
 	s := testStore(t, viaProxy, testSettings(), options{})
 	ctx := context.Background()
-	waitFor(t, 5*time.Second, "the store to notice that Postgres is down", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the store to notice that Postgres is down", func() bool {
 		return s.health(false).Status == tenant.StatusDown
 	})
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("lookup with Postgres down: err = %v, want ErrStoreUnavailable", err)
 	}
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "the store to reconnect", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the store to reconnect", func() bool {
 		return s.health(false).Status == tenant.StatusOK
 	})
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
@@ -302,7 +302,7 @@ func TestWarmStartLoadsActiveKeys(t *testing.T) {
 	}
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{tracer: queries})
-	waitFor(t, 5*time.Second, "the warm start", func() bool { return s.keys.len() == len(active) })
+	testenv.WaitFor(t, 5*time.Second, "the warm start", func() bool { return s.keys.len() == len(active) })
 	for _, k := range active {
 		if _, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil {
 			t.Fatal(err)
@@ -325,7 +325,7 @@ func TestNotificationsInvalidateAtOnce(t *testing.T) {
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, dsn, set, options{})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	for _, k := range []NewAPIKey{k1, k2} {
 		if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 			t.Fatal(err)
@@ -335,21 +335,21 @@ func TestNotificationsInvalidateAtOnce(t *testing.T) {
 	if _, err := NewAdmin(conn).RevokeKey(ctx, k1.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the revoked key to be refused", func() bool {
+	testenv.WaitFor(t, time.Second, "the revoked key to be refused", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k1.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
 	if _, err := conn.Exec(ctx, `UPDATE organizations SET plan_tier = 'enterprise' WHERE id = $1`, org.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the organization's new plan", func() bool {
+	testenv.WaitFor(t, time.Second, "the organization's new plan", func() bool {
 		id, err := s.Lookup(ctx, HashKey(k2.Key))
 		return err == nil && id.Plan == "enterprise"
 	})
 	if _, err := NewAdmin(conn).DisableOrg(ctx, org.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the disabled organization's key to be refused", func() bool {
+	testenv.WaitFor(t, time.Second, "the disabled organization's key to be refused", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k2.Key))
 		return errors.Is(err, ErrDisabledOrg)
 	})
@@ -364,13 +364,13 @@ func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, viaProxy, set, options{})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
 	}
 
 	proxy.Cut() // kills the LISTEN connection: the revocation's notification is lost
-	waitFor(t, 5*time.Second, "the store to notice", func() bool { return !s.state.listening.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the store to notice", func() bool { return !s.state.listening.Load() })
 	if _, err := NewAdmin(conn).RevokeKey(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +378,7 @@ func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
 		t.Fatalf("cached key while Postgres is cut off: %v (want it still served)", err)
 	}
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "the resync to refuse the revoked key", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the resync to refuse the revoked key", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})

@@ -153,7 +153,7 @@ func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, dsn, set, options{tracer: queries})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	h := HashKey(k.Key)
 	use(t, s, h)
 	use(t, s, HashKey(sentinel.Key))
@@ -168,7 +168,7 @@ func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
 	if _, err := NewAdmin(conn).RevokeKey(ctx, sentinel.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the sentinel's revocation", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the sentinel's revocation", func() bool {
 		_, err := s.Lookup(ctx, HashKey(sentinel.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
@@ -273,7 +273,7 @@ func TestLastUseFlushDoesNotBlockRequests(t *testing.T) {
 		_, err := s.flushLastUse(context.Background())
 		done <- err
 	}()
-	waitFor(t, 5*time.Second, "the flush to start writing", func() bool { return queries.lastUses.Load() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the flush to start writing", func() bool { return queries.lastUses.Load() == 1 })
 	for range 1000 {
 		use(t, s, h) // would deadlock if a lookup waited for the flush
 	}

@@ -44,7 +44,7 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 	set.CacheTTL = 24 * time.Hour
 	const timeout = 100 * time.Millisecond
 	s := testStore(t, dsn, set, options{tracer: queries, queryTimeout: timeout})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 	if _, err := NewAdmin(conn).RevokeKey(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the revocation during the warm start", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the revocation during the warm start", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
@@ -65,7 +65,7 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 	}
 
 	close(release)
-	waitFor(t, 5*time.Second, "the warm start to complete", func() bool { return s.warmed.Load() && s.filter.Load() != nil })
+	testenv.WaitFor(t, 5*time.Second, "the warm start to complete", func() bool { return s.warmed.Load() && s.filter.Load() != nil })
 	if n := s.keys.len(); n != 10 {
 		t.Errorf("%d keys cached after the warm start, want the 10 active ones", n)
 	}
@@ -84,13 +84,13 @@ func TestRevocationRightAfterAnOutage(t *testing.T) {
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, viaProxy, set, options{})
-	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+	testenv.WaitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
 	}
 
 	proxy.Cut()
-	waitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
 	time.Sleep(3 * time.Second) // several failed reconnections: the backoff is at its cap
 	proxy.Restore()
 	time.Sleep(50 * time.Millisecond)
@@ -98,7 +98,7 @@ func TestRevocationRightAfterAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	revoked := time.Now()
-	waitFor(t, time.Second, "the revoked key to be refused", func() bool {
+	testenv.WaitFor(t, time.Second, "the revoked key to be refused", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
@@ -115,17 +115,17 @@ func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
 	s := testStore(t, viaProxy, testSettings(), options{now: clock.Now, listenMinBackoff: time.Hour, listenMaxBackoff: time.Hour})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 
 	proxy.Cut()
-	waitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
 	proxy.Restore()
 	clock.Advance(2 * retryPause) // misses may try PostgreSQL again
 	k := newTestKey(t, conn, org.ID, 0)
 	if _, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil {
 		t.Fatalf("lookup once PostgreSQL is back: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the LISTEN connection to be back", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection to be back", s.state.listening.Load)
 }
 
 // TestQueryTimeoutWhileListeningIsNotAnOutage: a lookup that runs out of
@@ -143,7 +143,7 @@ func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
 		}
 	}}
 	s := testStore(t, dsn, testSettings(), options{tracer: queries, queryTimeout: 200 * time.Millisecond})
-	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+	testenv.WaitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
 	slowKey, fastKey := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0) // not cached
 	h := HashKey(slowKey.Key)
 	slow.Store(&h)
@@ -170,13 +170,13 @@ func TestHungPostgresIsReported(t *testing.T) {
 	dsn := testenv.MigratedDatabase(t)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	s := testStore(t, viaProxy+"&connect_timeout=1", testSettings(), options{queryTimeout: 200 * time.Millisecond})
-	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+	testenv.WaitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
 
 	proxy.SetDelay(time.Hour) // nothing comes back
 	if _, err := s.Lookup(context.Background(), HashKey(randomKey(t))); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("lookup on a hung server: %v, want ErrStoreUnavailable", err)
 	}
-	waitFor(t, 10*time.Second, "the hang to be reported", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the hang to be reported", func() bool {
 		return s.state.failing.Load() && s.health(false).Status == tenant.StatusDown
 	})
 	_ = proxy.Close() // else closing the store's connections waits for the hung server

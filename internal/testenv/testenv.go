@@ -149,3 +149,23 @@ func Connect(t testing.TB, dsn string) *pgx.Conn {
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
+
+// WaitFor polls cond until it holds, and fails the test when timeout
+// passes first, saying it gave up waiting for what. The timeout bounds
+// whether something happens at all; it is never a speed measurement.
+// Polls start 10 ms apart and slow down to 100 ms, so a quick condition is
+// seen quickly and a slow one (an HTTP call, a query) does not load the
+// machine.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	pause := 10 * time.Millisecond
+	for !cond() {
+		left := time.Until(deadline)
+		if left < 0 {
+			t.Fatalf("gave up after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(min(pause, left+time.Millisecond)) // the last look is at the deadline
+		pause = min(2*pause, 100*time.Millisecond)
+	}
+}
