@@ -11,10 +11,11 @@ const maxTokenBytes = 256
 var (
 	errMissingAuthorization  = errors.New("missing Authorization header")
 	errMultipleAuthorization = errors.New("multiple Authorization headers")
-	errNotBearer             = errors.New("Authorization header must be 'Bearer <key>'")
 	errEmptyToken            = errors.New("empty bearer token")
 	errTokenTooLong          = errors.New("bearer token exceeds 256 bytes")
 	errMalformedToken        = errors.New("malformed bearer token")
+	//lint:ignore ST1005 the message starts with the header's name and is shown to clients as written
+	errNotBearer = errors.New("Authorization header must be 'Bearer <key>'")
 )
 
 // parseBearer extracts the token from the values of the Authorization header.

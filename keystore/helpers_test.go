@@ -2,8 +2,6 @@ package keystore
 
 import (
 	"context"
-	"crypto/sha256"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,8 +94,6 @@ func testStore(t testing.TB, dsn string, s Settings, opts options) *Store {
 	return st
 }
 
-func sha256Of(s string) KeyHash { return sha256.Sum256([]byte(s)) }
-
 // randomKey is a well-formed key that is in no database: what anyone can
 // mint.
 func randomKey(t testing.TB) string {
@@ -107,21 +103,4 @@ func randomKey(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return k
-}
-
-// lookupAll looks up every key at once, each in its own goroutine, and
-// returns the errors in order.
-func lookupAll(s *Store, hashes []KeyHash) []error {
-	errs := make([]error, len(hashes))
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i, h := range hashes {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = s.Lookup(context.Background(), h)
-		})
-	}
-	close(start)
-	wg.Wait()
-	return errs
 }
