@@ -9,6 +9,7 @@ package caddyhealth
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -55,7 +56,7 @@ func (Health) CaddyModule() caddy.ModuleInfo {
 func (h *Health) Provision(ctx caddy.Context) error {
 	reg, err := tenant.RegistryFromContext(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("tenant_health: %w", err)
 	}
 	h.registry = reg
 	h.started = time.Now()

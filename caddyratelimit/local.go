@@ -2,6 +2,7 @@ package caddyratelimit
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +166,7 @@ func loadLocal() (*localLimiter, error) {
 		return newLocalLimiter(defaultMaxLocalOrgs, nil), nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sharing the in-process limiter: %w", err)
 	}
 	return v.(*localLimiter), nil
 }

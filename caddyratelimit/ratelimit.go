@@ -158,7 +158,7 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 		return rl.provisionRedis(ctx, registry, opts)
 	}
 	if rl.local, err = loadLocal(); err != nil {
-		return err
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.limiter = rl.local
 	rl.logger.Info("rate limiter in process (no redis_addr): limits apply per gateway instance")
@@ -217,7 +217,7 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, registry *tenant.Registry
 		return newSharedRedis(opts, rl.metrics, rl.logger), nil
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("tenant_ratelimit: sharing the Redis client: %w", err)
 	}
 	rl.shared = v.(*sharedRedis)
 	rl.shared.logger.Store(rl.logger)

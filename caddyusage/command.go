@@ -302,7 +302,7 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 	host := strings.TrimPrefix(strings.TrimPrefix(address, "http://"), "tcp/")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+reportPath+"?"+v.Encode(), nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--address %s: %w", address, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -311,7 +311,7 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gateway %s: reading its answer: %w", host, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var apiErr struct {

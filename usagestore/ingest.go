@@ -346,9 +346,12 @@ func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]int
 		var p int32
 		var next int64
 		if err := rows.Scan(&p, &next); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading consumer offsets: %w", err)
 		}
 		out[p] = next
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading consumer offsets: %w", err)
+	}
+	return out, nil
 }

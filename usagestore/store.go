@@ -100,10 +100,16 @@ func (s *Store) Timescale(ctx context.Context) (bool, error) {
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
 		AND EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		            WHERE n.nspname = '_timescaledb_catalog' AND c.relname = 'hypertable')`).Scan(&ok)
-	if err != nil || !ok {
-		return false, err
+	if err != nil {
+		return false, fmt.Errorf("looking for TimescaleDB: %w", err)
+	}
+	if !ok {
+		return false, nil
 	}
 	err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
 		WHERE hypertable_schema = current_schema() AND hypertable_name = 'usage_events')`).Scan(&ok)
-	return ok, err
+	if err != nil {
+		return false, fmt.Errorf("looking for the usage_events hypertable: %w", err)
+	}
+	return ok, nil
 }
