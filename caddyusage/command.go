@@ -181,7 +181,7 @@ func openStore(ctx context.Context, dsn string, opts usagestore.Options) (*usage
 		if err != nil {
 			return nil, oneLine(fmt.Errorf("cannot use the usage database: %w", err))
 		}
-		return nil, errors.New("the database has no usage schema: run `caddy tenant migrate` first")
+		return nil, errNoUsageSchema
 	}
 	return store, nil
 }
@@ -347,11 +347,14 @@ func orDefault(v, def string) string {
 	return v
 }
 
+// errNoUsageSchema says what to run when the usage tables are missing.
+var errNoUsageSchema = errors.New("the database has no usage schema: run `caddy tenant migrate` first")
+
 // oneLine puts an error on one line and explains a missing schema.
 func oneLine(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
-		return errors.New("the database has no usage schema: run `caddy tenant migrate` first")
+		return errNoUsageSchema
 	}
 	return errors.New(strings.Join(strings.Fields(err.Error()), " "))
 }
