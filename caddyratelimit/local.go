@@ -67,8 +67,9 @@ func (l *localLimiter) Allow(_ context.Context, orgID string, p *policy) (decisi
 func (l *localLimiter) allow(orgID string, lim limits, now int64) decision {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
-	e, fresh := l.entryLocked(sh, orgID, now)
-	if fresh {
+	e := sh.m[orgID]
+	if e == nil {
+		e = l.addLocked(sh, orgID, now)
 		e.st = newBucket(now, lim)
 	}
 	d := e.st.take(now, lim)
@@ -85,25 +86,25 @@ func (l *localLimiter) allow(orgID string, lim limits, now int64) decision {
 func (l *localLimiter) learn(orgID string, lim limits, tokens, dayUsed, redisNow, now int64) {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
-	e, _ := l.entryLocked(sh, orgID, now)
+	e := sh.m[orgID]
+	if e == nil {
+		e = l.addLocked(sh, orgID, now)
+	}
 	e.st = bucketState{tokens: tokens, ts: now, day: redisNow / usPerDay, used: dayUsed}
 	e.limits, e.seen = lim, now
 	sh.mu.Unlock()
 }
 
-// entryLocked returns the entry of orgID in the locked shard sh; when
-// there is none, it adds an empty one (making room in a full shard first)
-// and reports it fresh.
-func (l *localLimiter) entryLocked(sh *shard[*localEntry], orgID string, now int64) (e *localEntry, fresh bool) {
-	if e = sh.m[orgID]; e != nil {
-		return e, false
-	}
+// addLocked adds an empty entry for orgID to the locked shard sh, making
+// room in a full shard first, and returns it. Callers look the entry up
+// first themselves, so that a known organization costs no call.
+func (l *localLimiter) addLocked(sh *shard[*localEntry], orgID string, now int64) *localEntry {
 	if l.orgs.full(sh) {
 		l.makeRoom(sh, now)
 	}
-	e = new(localEntry)
+	e := new(localEntry)
 	sh.m[orgID] = e
-	return e, true
+	return e
 }
 
 // makeRoom frees a slot in a full, locked shard: idle entries first, else
