@@ -3,6 +3,15 @@
 // and live limits over HTTP, with the same store operations as `caddy
 // tenant` (package keystore); and tenant_usage_report
 // (http.handlers.tenant_usage_report), the tenants' own usage and limits.
+//
+// The package reads as its concepts: admin.go (the tenant_admin module and
+// its token) and listen.go (refusing a tokenless API beyond loopback);
+// routes.go (the route table, the OpenAPI document that describes it, and
+// how an operation runs and is audited) and request.go (bodies, parameters
+// and error answers); the operations orgs.go, keys.go, limits.go and
+// usage.go; idempotency.go (Idempotency-Key); db.go (the database pools
+// and what store errors answer); dashboard.go; report.go
+// (tenant_usage_report); caddyfile.go.
 package caddyadmin
 
 import (
@@ -34,11 +43,11 @@ const moduleName = "tenant_admin"
 
 // Defaults and bounds.
 const (
-	// DefaultIdempotencyTTL is how long a POST's response is kept for
+	// defaultIdempotencyTTL is how long a POST's response is kept for
 	// retries with the same Idempotency-Key.
-	DefaultIdempotencyTTL = 24 * time.Hour
-	// MinTokenLen is the shortest admin token accepted.
-	MinTokenLen = 16
+	defaultIdempotencyTTL = 24 * time.Hour
+	// minTokenLen is the shortest admin token accepted.
+	minTokenLen = 16
 	// maxBodyBytes bounds a request body.
 	maxBodyBytes = 64 << 10
 	// requestTimeout bounds one request's database work.
@@ -56,21 +65,23 @@ const (
 type TenantAdmin struct {
 	// Token is the admin token that API requests present as a Bearer
 	// token, compared in constant time. Placeholders such as
-	// {env.ADMIN_TOKEN} are expanded. At least 16 characters. Empty: no
-	// authentication, allowed only on a server that listens on loopback
-	// only. Default: empty.
+	// {env.ADMIN_TOKEN} are expanded. At least 16 characters. Default:
+	// none (no authentication, which the handler allows only on a server
+	// that listens on loopback only).
 	Token string `json:"token,omitempty"`
 
 	// DatabaseURL is the PostgreSQL key database (the one tenant_auth
-	// reads; `caddy tenant migrate` creates its schema). Placeholders are
-	// expanded. Empty: the organization and key routes answer 503.
-	// Default: empty.
+	// reads; `caddy tenant migrate` creates its schema): a connection
+	// string, URL or key=value form. Placeholders such as
+	// {env.DATABASE_URL} are expanded. Default: none (the organization and
+	// key routes answer 503).
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	// UsageDatabaseURL is the usage database the usage routes read, when
-	// it is not DatabaseURL. Placeholders are expanded. Empty: the
-	// process's usage pipeline (its memory store), else DatabaseURL.
-	// Default: empty.
+	// it is not the key database of database_url. Placeholders are
+	// expanded. Default: none (what this process's usage pipeline writes
+	// to: its memory store or its postgres sink's database; else the
+	// database of database_url).
 	UsageDatabaseURL string `json:"usage_database_url,omitempty"`
 
 	// IdempotencyTTL is how long the response of a POST carrying an
@@ -82,7 +93,7 @@ type TenantAdmin struct {
 	tokenSum [32]byte // sha256(token), compared in constant time
 	pool     *pgxpool.Pool
 	poolKey  string
-	limiters *tenant.LimiterRegistry
+	registry *tenant.Registry
 	usage    *usageSource
 	mux      *http.ServeMux
 	logger   *zap.Logger
@@ -114,17 +125,17 @@ func (a *TenantAdmin) Provision(ctx caddy.Context) error {
 			return err
 		}
 		a.logger.Warn("tenant_admin has no token: anyone who can connect to its loopback address can manage keys")
-	case len(a.token) < MinTokenLen:
-		return fmt.Errorf("tenant_admin: token must be at least %d characters, got %d", MinTokenLen, len(a.token))
+	case len(a.token) < minTokenLen:
+		return fmt.Errorf("tenant_admin: token must be at least %d characters, got %d", minTokenLen, len(a.token))
 	default:
 		a.tokenSum = sha256.Sum256([]byte(a.token))
 		a.tokenID = hex.EncodeToString(a.tokenSum[:4])
 	}
 	if a.IdempotencyTTL == 0 {
-		a.IdempotencyTTL = caddy.Duration(DefaultIdempotencyTTL)
+		a.IdempotencyTTL = caddy.Duration(defaultIdempotencyTTL)
 	}
 	var err error
-	if a.limiters, err = tenant.LimitersFromContext(ctx); err != nil {
+	if a.registry, err = tenant.RegistryFromContext(ctx); err != nil {
 		return fmt.Errorf("tenant_admin: %w", err)
 	}
 	if dsn := repl.ReplaceKnown(a.DatabaseURL, ""); dsn != "" {

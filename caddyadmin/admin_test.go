@@ -20,7 +20,7 @@ const testToken = "test-admin-token-0123456789"
 // newTestAdmin is a handler as Provision leaves it, with no database.
 func newTestAdmin(t *testing.T, token string) *TenantAdmin {
 	t.Helper()
-	a := &TenantAdmin{token: token, limiters: new(tenant.LimiterRegistry), logger: zap.NewNop(), audit: zap.NewNop(), usage: &usageSource{}}
+	a := &TenantAdmin{token: token, registry: new(tenant.Registry), logger: zap.NewNop(), audit: zap.NewNop(), usage: &usageSource{}}
 	if token != "" {
 		a.tokenSum = sha256.Sum256([]byte(token))
 		a.tokenID = hex.EncodeToString(a.tokenSum[:4])

@@ -1,12 +1,11 @@
 package caddyadmin
 
 import (
-	"strings"
-
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
 )
 
 func init() {
@@ -35,38 +34,25 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // environment variable): no token, no database.
 func (a *TenantAdmin) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
-	if d.NextArg() {
-		return d.Errf("tenant_admin: unexpected argument %q; settings go in a block", d.Val())
+	if err := caddyfileutil.NoInlineArgs(d, moduleName); err != nil {
+		return err
 	}
 	for d.NextBlock(0) {
-		sub := d.Val()
-		switch sub {
-		case "token", "database_url", "usage_database_url":
-			args := d.RemainingArgs()
-			if len(args) > 1 {
-				return d.Errf("tenant_admin: %s: expected one value, got %d", sub, len(args))
-			}
-			v := strings.Join(args, "")
-			switch sub {
-			case "token":
-				a.Token = v
-			case "database_url":
-				a.DatabaseURL = v
-			default:
-				a.UsageDatabaseURL = v
-			}
+		var err error
+		switch d.Val() {
+		case "token":
+			a.Token, err = caddyfileutil.OptionalValue(d, moduleName, "value")
+		case "database_url":
+			a.DatabaseURL, err = caddyfileutil.OptionalValue(d, moduleName, "value")
+		case "usage_database_url":
+			a.UsageDatabaseURL, err = caddyfileutil.OptionalValue(d, moduleName, "value")
 		case "idempotency_ttl":
-			args := d.RemainingArgs()
-			if len(args) != 1 {
-				return d.Errf("tenant_admin: idempotency_ttl: expected one duration such as 24h, got %d arguments", len(args))
-			}
-			dur, err := caddy.ParseDuration(args[0])
-			if err != nil || dur <= 0 {
-				return d.Errf("tenant_admin: idempotency_ttl: expected a positive duration such as 24h, got %q", args[0])
-			}
-			a.IdempotencyTTL = caddy.Duration(dur)
+			a.IdempotencyTTL, err = caddyfileutil.Duration(d, moduleName, "24h")
 		default:
-			return d.Errf("tenant_admin: unknown subdirective %q (expected one of: token, database_url, usage_database_url, idempotency_ttl)", sub)
+			return caddyfileutil.Unknown(d, moduleName, "token", "database_url", "usage_database_url", "idempotency_ttl")
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -84,20 +70,21 @@ func parseReportCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //	    database_url [<url>]
 //	}
 func (u *UsageReport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "tenant_usage_report"
 	d.Next() // directive name
-	if d.NextArg() {
-		return d.Errf("tenant_usage_report: unexpected argument %q; settings go in a block", d.Val())
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return err
 	}
 	for d.NextBlock(0) {
-		switch sub := d.Val(); sub {
+		var err error
+		switch d.Val() {
 		case "database_url":
-			args := d.RemainingArgs()
-			if len(args) > 1 {
-				return d.Errf("tenant_usage_report: database_url: expected one URL, got %d arguments", len(args))
-			}
-			u.DatabaseURL = strings.Join(args, "")
+			u.DatabaseURL, err = caddyfileutil.OptionalValue(d, directive, "URL")
 		default:
-			return d.Errf("tenant_usage_report: unknown subdirective %q (expected: database_url)", sub)
+			return caddyfileutil.Unknown(d, directive, "database_url")
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

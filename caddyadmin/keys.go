@@ -3,14 +3,9 @@ package caddyadmin
 import (
 	"encoding/json"
 	"net/http"
-	"time"
 
 	"github.com/tenantgate/tenantgate/keystore"
 )
-
-// DefaultRotateGrace is how long a rotated key keeps working when the
-// rotation does not say, as for `caddy tenant key rotate`.
-const DefaultRotateGrace = 24 * time.Hour
 
 // keyBody is the body of POST /v1/orgs/{id}/keys.
 type keyBody struct {
@@ -132,7 +127,7 @@ func (a *TenantAdmin) rotateKey(c *call) (*reply, error) {
 	if err := decodeBody(c.body, &b); err != nil {
 		return nil, err
 	}
-	opts := keystore.RotateOptions{Grace: DefaultRotateGrace}
+	opts := keystore.RotateOptions{Grace: keystore.DefaultRotateGrace}
 	grace, present, err := durationField("grace", b.Grace, true)
 	if err != nil {
 		return nil, err

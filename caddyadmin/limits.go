@@ -36,10 +36,10 @@ func (a *TenantAdmin) orgLimits(c *call) (*reply, error) {
 
 // peek reads the live state from the config's rate limiter.
 func (a *TenantAdmin) peek(ctx context.Context, id *tenant.Identity) (tenant.LimitState, error) {
-	return peekLimits(ctx, a.limiters, id)
+	return peekLimits(ctx, a.registry, id)
 }
 
-func peekLimits(ctx context.Context, reg *tenant.LimiterRegistry, id *tenant.Identity) (tenant.LimitState, error) {
+func peekLimits(ctx context.Context, reg *tenant.Registry, id *tenant.Identity) (tenant.LimitState, error) {
 	l := reg.Limiter()
 	if l == nil {
 		return tenant.LimitState{}, &apiError{status: http.StatusServiceUnavailable,

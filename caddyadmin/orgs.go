@@ -51,7 +51,7 @@ func (b *orgBody) limits(base keystore.Limits) (limitFields, error) {
 // checkPlan refuses a plan the config's rate limiter has no limits for
 // (any well-formed plan is accepted when the config has no limiter).
 func (a *TenantAdmin) checkPlan(plan string) error {
-	l := a.limiters.Limiter()
+	l := a.registry.Limiter()
 	if l == nil {
 		return nil
 	}

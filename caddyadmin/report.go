@@ -30,13 +30,15 @@ func init() {
 // after tenant_ratelimit, so the call itself is counted like any other);
 // the organization is always the caller's, whatever the request says.
 type UsageReport struct {
-	// DatabaseURL is the usage database to read. Placeholders are
-	// expanded. Empty: what this process's usage pipeline writes to (its
-	// memory store, or its postgres sink's database). Default: empty.
+	// DatabaseURL is the usage database to read: a PostgreSQL connection
+	// string, URL or key=value form. Placeholders such as
+	// {env.USAGE_DATABASE_URL} are expanded. Default: none (what this
+	// process's usage pipeline writes to: its memory store, or its
+	// postgres sink's database).
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	usage    *usageSource
-	limiters *tenant.LimiterRegistry
+	registry *tenant.Registry
 	logger   *zap.Logger
 }
 
@@ -48,11 +50,12 @@ func (UsageReport) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the usage source and the limiter registry.
+// Provision sets up the usage source and finds the config's registry,
+// through which it reads the rate limiter's live state.
 func (u *UsageReport) Provision(ctx caddy.Context) error {
 	u.logger = ctx.Logger()
 	var err error
-	if u.limiters, err = tenant.LimitersFromContext(ctx); err != nil {
+	if u.registry, err = tenant.RegistryFromContext(ctx); err != nil {
 		return fmt.Errorf("tenant_usage_report: %w", err)
 	}
 	if u.usage, err = newUsageSource(caddy.NewReplacer().ReplaceKnown(u.DatabaseURL, ""), nil); err != nil {
@@ -89,37 +92,14 @@ type tenantReport struct {
 type usagePeriod struct {
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
-	usageTotals
+	usagestore.Totals
 	Keys []keyUsage `json:"keys"`
-}
-
-// usageTotals are a period's counts.
-type usageTotals struct {
-	Requests          int64 `json:"requests"`
-	Allowed           int64 `json:"allowed"`
-	RateLimitedMinute int64 `json:"rate_limited_minute"`
-	RateLimitedDay    int64 `json:"rate_limited_day"`
-	BackendErrors     int64 `json:"backend_errors"`
-	GatewayErrors     int64 `json:"gateway_errors"`
-	BytesIn           int64 `json:"bytes_in"`
-	BytesOut          int64 `json:"bytes_out"`
-}
-
-func (t *usageTotals) add(r *usagestore.ReportRow) {
-	t.Requests += r.Requests
-	t.Allowed += r.Allowed
-	t.RateLimitedMinute += r.RateLimitedMinute
-	t.RateLimitedDay += r.RateLimitedDay
-	t.BackendErrors += r.BackendErrors
-	t.GatewayErrors += r.GatewayErrors
-	t.BytesIn += r.BytesIn
-	t.BytesOut += r.BytesOut
 }
 
 // keyUsage is one key's counts in a period.
 type keyUsage struct {
 	KeyID string `json:"key_id"`
-	usageTotals
+	usagestore.Totals
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. It answers the request
@@ -150,8 +130,8 @@ func (u *UsageReport) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 	}
 	rep := tenantReport{OrgID: id.OrgID, Plan: id.Plan, KeyID: id.KeyID, Source: source, GeneratedAt: now,
 		Today: period(rows, day, now), Month: period(rows, month, now)}
-	if u.limiters.Limiter() != nil {
-		st, err := peekLimits(r.Context(), u.limiters, id)
+	if u.registry.Limiter() != nil {
+		st, err := peekLimits(r.Context(), u.registry, id)
 		if err != nil {
 			return u.fail(w, tr, err)
 		}
@@ -180,13 +160,13 @@ func period(rows []usagestore.ReportRow, from, to time.Time) usagePeriod {
 		if r.Bucket.Before(from) {
 			continue
 		}
-		p.add(r)
+		p.Add(&r.Totals)
 		k := byKey[r.KeyID]
 		if k == nil {
 			k = &keyUsage{KeyID: r.KeyID}
 			byKey[r.KeyID] = k
 		}
-		k.add(r)
+		k.Add(&r.Totals)
 	}
 	for _, k := range byKey {
 		p.Keys = append(p.Keys, *k)

@@ -2,6 +2,7 @@ package caddyadmin
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -269,4 +270,18 @@ func pathID(r *http.Request, what string) (string, error) {
 		return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("unknown %s: IDs are UUIDs such as 0b9d8a9e-5c1f-4f7e-9a51-2f3c4d5e6f70", what)}
 	}
 	return id.String(), nil
+}
+
+// openAPIPath serves the API's OpenAPI 3.1 description, without a token:
+// it describes the API and holds no data.
+const openAPIPath = "/v1/openapi.json"
+
+// openAPIDocument describes every route of the table in routes.go; a test
+// checks the two against each other and validates the document.
+//
+//go:embed openapi.json
+var openAPIDocument []byte
+
+func (a *TenantAdmin) openAPI(*call) (*reply, error) {
+	return &reply{status: http.StatusOK, raw: openAPIDocument, contentType: "application/json"}, nil
 }

@@ -2,49 +2,50 @@ package caddyauth
 
 import "errors"
 
-// MaxTokenBytes bounds the bearer token; longer tokens are rejected with 401
+// maxTokenBytes bounds the bearer token; longer tokens are rejected with 401
 // before any hashing or lookup.
-const MaxTokenBytes = 256
+const maxTokenBytes = 256
 
 // Reasons a request's Authorization header is rejected with 401. Their
 // messages are shown to the client in the error envelope.
 var (
-	ErrMissingAuthorization  = errors.New("missing Authorization header")
-	ErrMultipleAuthorization = errors.New("multiple Authorization headers")
-	ErrNotBearer             = errors.New("Authorization header must be 'Bearer <key>'")
-	ErrEmptyToken            = errors.New("empty bearer token")
-	ErrTokenTooLong          = errors.New("bearer token exceeds 256 bytes")
-	ErrMalformedToken        = errors.New("malformed bearer token")
+	errMissingAuthorization  = errors.New("missing Authorization header")
+	errMultipleAuthorization = errors.New("multiple Authorization headers")
+	errEmptyToken            = errors.New("empty bearer token")
+	errTokenTooLong          = errors.New("bearer token exceeds 256 bytes")
+	errMalformedToken        = errors.New("malformed bearer token")
+	//lint:ignore ST1005 the message starts with the header's name and is shown to clients as written
+	errNotBearer = errors.New("Authorization header must be 'Bearer <key>'")
 )
 
-// ParseBearer extracts the token from the values of the Authorization header.
+// parseBearer extracts the token from the values of the Authorization header.
 // It accepts exactly one header whose scheme is "Bearer" (case-insensitive,
 // RFC 7235) followed by one or more spaces and a token of 1–256 bytes in the
 // token68 alphabet of RFC 6750 (letters, digits, "-._~+/" and trailing "=").
 // Anything else, including control characters, is an error: never a panic,
 // never a partial token.
-func ParseBearer(values []string) (string, error) {
+func parseBearer(values []string) (string, error) {
 	switch len(values) {
 	case 0:
-		return "", ErrMissingAuthorization
+		return "", errMissingAuthorization
 	case 1:
 	default:
-		return "", ErrMultipleAuthorization
+		return "", errMultipleAuthorization
 	}
 	v := values[0]
 	if v == "" {
-		return "", ErrMissingAuthorization
+		return "", errMissingAuthorization
 	}
 	const scheme = "bearer"
 	if len(v) < len(scheme) || !equalFoldASCII(v[:len(scheme)], scheme) {
-		return "", ErrNotBearer
+		return "", errNotBearer
 	}
 	rest := v[len(scheme):]
 	if rest == "" {
-		return "", ErrEmptyToken
+		return "", errEmptyToken
 	}
 	if rest[0] != ' ' {
-		return "", ErrNotBearer
+		return "", errNotBearer
 	}
 	i := 0
 	for i < len(rest) && rest[i] == ' ' {
@@ -52,18 +53,18 @@ func ParseBearer(values []string) (string, error) {
 	}
 	token := rest[i:]
 	if token == "" {
-		return "", ErrEmptyToken
+		return "", errEmptyToken
 	}
-	if len(token) > MaxTokenBytes {
-		return "", ErrTokenTooLong
+	if len(token) > maxTokenBytes {
+		return "", errTokenTooLong
 	}
 	if !isToken68(token) {
-		return "", ErrMalformedToken
+		return "", errMalformedToken
 	}
 	return token, nil
 }
 
-// isToken68 reports whether s is a token68 (RFC 7235 §2.1):
+// isToken68 reports whether s is a token68 (RFC 7235, section 2.1):
 // 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 func isToken68(s string) bool {
 	i := 0

@@ -51,7 +51,7 @@ func BenchmarkAuthCachedKey(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if got := base.Header.Get(OrgIDHeader); got != "org_1" {
+	if got := base.Header.Get(orgIDHeader); got != "org_1" {
 		b.Fatalf("X-Organization-ID = %q after the hot path", got)
 	}
 }

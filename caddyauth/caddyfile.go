@@ -1,13 +1,14 @@
 package caddyauth
 
 import (
-	"strconv"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 func init() {
@@ -46,22 +47,22 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // environment. demo_keys take effect only without a database and without
 // other keys. database_url may be empty (static keys only) or a placeholder.
 func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "tenant_auth"
 	d.Next() // directive name
-	if d.NextArg() {
-		return d.Errf("tenant_auth: unexpected argument %q; settings go in a block", d.Val())
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return err
 	}
-	seen := make(map[string]int) // subdirective → line it was first given on
+	once := caddyfileutil.NewOnce(directive, "key")
 	for d.NextBlock(0) {
-		sub := d.Val()
-		if first, ok := seen[sub]; ok && sub != "key" {
-			return d.Errf("tenant_auth: %s given more than once (first on line %d); only key may repeat", sub, first)
+		if err := once.Check(d); err != nil {
+			return err
 		}
-		seen[sub] = d.Line()
-		switch sub {
+		var err error
+		switch d.Val() {
 		case "keys":
-			hashed, later, err := splitKeyList(strings.Join(d.RemainingArgs(), ","))
-			if err != nil {
-				return d.Errf("tenant_auth: keys: %v (expected key:org_id:plan[,key:org_id:plan…])", err)
+			hashed, later, lerr := splitKeyList(strings.Join(d.RemainingArgs(), ","))
+			if lerr != nil {
+				return d.Errf("tenant_auth: keys: %v (expected key:org_id:plan[,key:org_id:plan…])", lerr)
 			}
 			a.Keys = append(a.Keys, hashed...)
 			a.KeyList = later
@@ -79,104 +80,35 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Keys = append(a.Keys, k)
 		case "demo_keys":
-			hashed, later, err := splitKeyList(strings.Join(d.RemainingArgs(), ","))
-			if err != nil {
-				return d.Errf("tenant_auth: demo_keys: %v (expected key:org_id:plan[,key:org_id:plan…])", err)
+			hashed, later, lerr := splitKeyList(strings.Join(d.RemainingArgs(), ","))
+			if lerr != nil {
+				return d.Errf("tenant_auth: demo_keys: %v (expected key:org_id:plan[,key:org_id:plan…])", lerr)
 			}
 			if later != "" {
 				return d.Errf("tenant_auth: demo_keys: placeholders are not supported here; declare such keys with keys")
 			}
 			a.DemoKeys = hashed
 		case "forward_key":
-			v, err := parseOptionalBool(d)
-			if err != nil {
-				return err
-			}
-			a.ForwardKey = v
+			a.ForwardKey, err = caddyfileutil.OptionalBool(d, directive)
 		case "database_url":
-			args := d.RemainingArgs()
-			if len(args) > 1 {
-				return d.Errf("tenant_auth: database_url: expected one URL, got %d arguments", len(args))
-			}
-			a.DatabaseURL = strings.Join(args, "")
+			a.DatabaseURL, err = caddyfileutil.OptionalValue(d, directive, "URL")
 		case "cache_ttl":
-			if err := parseDuration(d, &a.CacheTTL); err != nil {
-				return err
-			}
+			a.CacheTTL, err = caddyfileutil.Duration(d, directive, "30s or 15m")
 		case "negative_cache_ttl":
-			if err := parseDuration(d, &a.NegativeCacheTTL); err != nil {
-				return err
-			}
+			a.NegativeCacheTTL, err = caddyfileutil.Duration(d, directive, "30s or 15m")
 		case "refresh_interval":
-			if err := parseDuration(d, &a.RefreshInterval); err != nil {
-				return err
-			}
+			a.RefreshInterval, err = caddyfileutil.Duration(d, directive, "30s or 15m")
 		case "cache_size":
-			if err := parseSize(d, &a.CacheSize); err != nil {
-				return err
-			}
+			a.CacheSize, err = caddyfileutil.Int(d, directive, "entries", 1, keystore.MaxCacheSize)
 		case "negative_cache_size":
-			if err := parseSize(d, &a.NegativeCacheSize); err != nil {
-				return err
-			}
+			a.NegativeCacheSize, err = caddyfileutil.Int(d, directive, "entries", 1, keystore.MaxCacheSize)
 		default:
-			return d.Errf("tenant_auth: unknown subdirective %q (expected one of: %s)", sub, strings.Join(subdirectives, ", "))
+			return caddyfileutil.Unknown(d, directive, "keys", "key", "demo_keys", "forward_key", "database_url", "cache_ttl",
+				"negative_cache_ttl", "refresh_interval", "cache_size", "negative_cache_size")
 		}
-	}
-	return nil
-}
-
-// subdirectives lists what tenant_auth accepts, for error messages.
-var subdirectives = []string{"keys", "key", "demo_keys", "forward_key", "database_url", "cache_ttl",
-	"negative_cache_ttl", "refresh_interval", "cache_size", "negative_cache_size"}
-
-// parseDuration reads "<name> <duration>"; the duration must be positive.
-func parseDuration(d *caddyfile.Dispenser, into *caddy.Duration) error {
-	name := d.Val()
-	args := d.RemainingArgs()
-	if len(args) != 1 {
-		return d.Errf("tenant_auth: %s: expected one duration (e.g. 15m), got %d arguments", name, len(args))
-	}
-	dur, err := caddy.ParseDuration(args[0])
-	if err != nil || dur <= 0 {
-		return d.Errf("tenant_auth: %s: expected a positive duration such as 30s or 15m, got %q", name, args[0])
-	}
-	*into = caddy.Duration(dur)
-	return nil
-}
-
-// maxCacheSize bounds cache_size and negative_cache_size (memory).
-const maxCacheSize = 10_000_000
-
-// parseSize reads "<name> <entries>": a whole number from 1 to maxCacheSize.
-func parseSize(d *caddyfile.Dispenser, into *int) error {
-	name := d.Val()
-	args := d.RemainingArgs()
-	if len(args) != 1 {
-		return d.Errf("tenant_auth: %s: expected one number of entries, got %d arguments", name, len(args))
-	}
-	n, err := strconv.Atoi(args[0])
-	if err != nil || n < 1 || n > maxCacheSize {
-		return d.Errf("tenant_auth: %s: expected a number of entries from 1 to %d, got %q", name, maxCacheSize, args[0])
-	}
-	*into = n
-	return nil
-}
-
-// parseOptionalBool reads "<name> [true|false]"; a bare name means true.
-func parseOptionalBool(d *caddyfile.Dispenser) (bool, error) {
-	name := d.Val()
-	args := d.RemainingArgs()
-	switch len(args) {
-	case 0:
-		return true, nil
-	case 1:
-		v, err := strconv.ParseBool(args[0])
 		if err != nil {
-			return false, d.Errf("tenant_auth: %s: expected true or false, got %q", name, args[0])
+			return err
 		}
-		return v, nil
-	default:
-		return false, d.Errf("tenant_auth: %s: expected at most one argument (true or false)", name)
 	}
+	return nil
 }

@@ -20,11 +20,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantgate/tenantgate/caddyusage"
+	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/keystore"
+	"github.com/tenantgate/tenantgate/migrations"
 )
 
-// DatabaseURLEnv is read when --database-url is not given.
-const DatabaseURLEnv = "DATABASE_URL"
+// databaseURLEnv is read when --database-url is not given.
+const databaseURLEnv = "DATABASE_URL"
 
 // cliTimeout bounds one CLI command's work against the database, and
 // cliConnectTimeout the connection to it.
@@ -63,8 +65,8 @@ characters are stored. Errors exit non-zero with one line, and write nothing.
 
 // buildTenantCommand adds the subcommands to the `tenant` command.
 func buildTenantCommand(cmd *cobra.Command) {
-	cmd.PersistentFlags().String("database-url", "", "PostgreSQL URL (default $"+DatabaseURLEnv+")")
-	cmd.PersistentFlags().String("allowed-plans", "", "extra plan names, comma-separated (default $"+PlansEnv+")")
+	cmd.PersistentFlags().String("database-url", "", "PostgreSQL URL (default $"+databaseURLEnv+")")
+	cmd.PersistentFlags().String("allowed-plans", "", "extra plan names, comma-separated (default $"+tenant.PlansEnv+")")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "migrate",
 		Short: "Creates or upgrades the key database schema (idempotent)",
@@ -82,7 +84,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	}
 	ctx, cancel := cliContext()
 	defer cancel()
-	res, err := keystore.Migrate(ctx, cfg)
+	res, err := migrations.Up(ctx, cfg)
 	if err != nil {
 		return dbError(err)
 	}
@@ -102,10 +104,10 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 func connConfig(cmd *cobra.Command) (*pgx.ConnConfig, error) {
 	dsn, _ := cmd.Flags().GetString("database-url")
 	if dsn == "" {
-		dsn = os.Getenv(DatabaseURLEnv)
+		dsn = os.Getenv(databaseURLEnv)
 	}
 	if dsn == "" {
-		return nil, fmt.Errorf("no database: give --database-url or set %s", DatabaseURLEnv)
+		return nil, fmt.Errorf("no database: give --database-url or set %s", databaseURLEnv)
 	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -164,13 +166,41 @@ func dbError(err error) error {
 	return errors.New(strings.Join(parts, " "))
 }
 
+// planSet is the plans the CLI accepts: the built-in plans, and the
+// plans declared with `plan` lines in the Caddyfile's tenant_ratelimit that
+// --allowed-plans or TENANT_PLANS lists.
+type planSet []string
+
 // plans is the set of plans the CLI accepts.
 func plans(cmd *cobra.Command) (planSet, error) {
 	extra, _ := cmd.Flags().GetString("allowed-plans")
 	if extra == "" {
-		extra = os.Getenv(PlansEnv)
+		extra = os.Getenv(tenant.PlansEnv)
 	}
-	return newPlanSet(extra)
+	listed, err := tenant.ParsePlanNames(extra)
+	if err != nil {
+		return nil, fmt.Errorf("allowed plans: %w", err)
+	}
+	set := planSet(tenant.BuiltinPlanNames())
+	for _, p := range listed {
+		if !slices.Contains(set, p) {
+			set = append(set, p)
+		}
+	}
+	return set, nil
+}
+
+// check refuses a plan that is not in the set.
+func (s planSet) check(plan string) error {
+	if slices.Contains(s, plan) {
+		return nil
+	}
+	shown := plan
+	if len(shown) > 64 {
+		shown = shown[:64] + "…"
+	}
+	return fmt.Errorf("unknown plan %q (known: %s; allow custom plans with --allowed-plans or %s)",
+		shown, strings.Join(s, ", "), tenant.PlansEnv)
 }
 
 // parseID checks that arg is a UUID. The value is not echoed: it may be a
@@ -192,17 +222,14 @@ func orgIDFlag(cmd *cobra.Command) (string, error) {
 	return parseID("--org-id", arg)
 }
 
-// maxNameLen bounds organization and key names (the schema checks it too).
-const maxNameLen = 200
-
 // cleanName trims a name and checks it: 1-200 bytes, no control characters.
 func cleanName(what, name string) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" {
-		return "", fmt.Errorf("--name is required: the %s name, 1-%d printable characters", what, maxNameLen)
+		return "", fmt.Errorf("--name is required: the %s name, 1-%d printable characters", what, keystore.MaxNameLen)
 	}
-	if len(name) > maxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return "", fmt.Errorf("--name: the %s name must be 1-%d printable characters", what, maxNameLen)
+	if len(name) > keystore.MaxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return "", fmt.Errorf("--name: the %s name must be 1-%d printable characters", what, keystore.MaxNameLen)
 	}
 	return name, nil
 }

@@ -5,16 +5,11 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tenantgate/tenantgate/keystore"
 )
-
-// defaultRotateGrace is how long a rotated key keeps working by default, so
-// that clients can switch to the new key without downtime.
-const defaultRotateGrace = 24 * time.Hour
 
 // keyCommand is `caddy tenant key …`.
 func keyCommand() *cobra.Command {
@@ -56,7 +51,7 @@ func keyCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE:  runKeyRotate,
 	}
-	rotate.Flags().String("grace", defaultRotateGrace.String(), "how long the old key keeps working; 0 ends it now")
+	rotate.Flags().String("grace", keystore.DefaultRotateGrace.String(), "how long the old key keeps working; 0 ends it now")
 	rotate.Flags().String("expires-in", "", "expire the new key after this long (default: when the old key was due to)")
 	rotate.Flags().Bool("json", false, "print JSON")
 

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 	"github.com/tenantgate/tenantgate/keystore"
 )
@@ -42,27 +42,6 @@ func mustCLI(t *testing.T, dsn string, v any, args ...string) {
 	}
 }
 
-// migratedDB returns the URL of a fresh, migrated database for this test.
-func migratedDB(t *testing.T) string {
-	t.Helper()
-	dsn := testenv.FreshDatabase(t)
-	if out, err := runCLI(t, dsn, "migrate"); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out)
-	}
-	return dsn
-}
-
-// connect opens a connection closed at the end of the test.
-func connect(t *testing.T, dsn string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
-
 var keyPattern = regexp.MustCompile(`^sk_(live|test)_[A-Za-z0-9]{32}$`)
 
 func TestCLIMigrateTwiceIsANoOp(t *testing.T) {
@@ -84,7 +63,7 @@ func TestCLIMigrateTwiceIsANoOp(t *testing.T) {
 // schemaSnapshot lists the tables, columns, indexes and triggers.
 func schemaSnapshot(t *testing.T, dsn string) string {
 	t.Helper()
-	conn := connect(t, dsn)
+	conn := testenv.Connect(t, dsn)
 	var s string
 	err := conn.QueryRow(context.Background(), `SELECT string_agg(x, E'\n' ORDER BY x) FROM (
 		SELECT table_name || '.' || column_name || ' ' || data_type AS x FROM information_schema.columns WHERE table_schema = 'public'
@@ -98,7 +77,7 @@ func schemaSnapshot(t *testing.T, dsn string) string {
 }
 
 func TestCLIRoundTrip(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	var org keystore.Organization
 	mustCLI(t, dsn, &org, "org", "create", "--name", "Acme", "--plan", "premium", "--per-minute", "500", "--burst", "20")
 	if org.ID == "" || org.Plan != "premium" || org.PerMinute == nil || *org.PerMinute != 500 || org.PerDay != nil || *org.Burst != 20 {
@@ -122,7 +101,7 @@ func TestCLIRoundTrip(t *testing.T) {
 	}
 
 	// The database holds the hash and the prefix, never the key.
-	conn := connect(t, dsn)
+	conn := testenv.Connect(t, dsn)
 	var dump string
 	if err := conn.QueryRow(context.Background(), `SELECT string_agg(row_to_json(k)::text, ' ') FROM api_keys k`).Scan(&dump); err != nil {
 		t.Fatal(err)
@@ -214,7 +193,7 @@ func TestCLIRoundTrip(t *testing.T) {
 }
 
 func TestCLIJSONIsNotHTMLEscaped(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	out, err := runCLI(t, dsn, "org", "create", "--name", "A&B <Corp>", "--json")
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +204,7 @@ func TestCLIJSONIsNotHTMLEscaped(t *testing.T) {
 }
 
 func TestCLIBadInputWritesNothing(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	var org keystore.Organization
 	mustCLI(t, dsn, &org, "org", "create", "--name", "Acme")
 	var key keystore.NewAPIKey
@@ -278,20 +257,20 @@ func TestCLIBadInputWritesNothing(t *testing.T) {
 }
 
 func TestCLICustomPlans(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	var org keystore.Organization
 	mustCLI(t, dsn, &org, "org", "create", "--name", "Tiny", "--plan", "tiny", "--allowed-plans", "tiny,huge")
 	if org.Plan != "tiny" {
 		t.Errorf("org create with an allowed custom plan: %+v", org)
 	}
-	t.Setenv(PlansEnv, "huge")
+	t.Setenv(tenant.PlansEnv, "huge")
 	var key keystore.NewAPIKey
 	mustCLI(t, dsn, &key, "key", "create", "--org-id", org.ID, "--name", "k", "--plan", "huge")
 	if key.Plan == nil || *key.Plan != "huge" {
-		t.Errorf("key create with a plan from %s: %+v", PlansEnv, key)
+		t.Errorf("key create with a plan from %s: %+v", tenant.PlansEnv, key)
 	}
 	if _, err := runCLI(t, dsn, "org", "create", "--name", "x", "--plan", "tiny"); err == nil {
-		t.Errorf("plan tiny accepted although only %s=huge allows extras", PlansEnv)
+		t.Errorf("plan tiny accepted although only %s=huge allows extras", tenant.PlansEnv)
 	}
 }
 
@@ -307,12 +286,12 @@ func TestCLIDatabaseErrorsAreOneLine(t *testing.T) {
 			t.Errorf("org list on %s: %v, want one line containing %q", c.dsn, err, c.want)
 		}
 	}
-	t.Setenv(DatabaseURLEnv, "")
+	t.Setenv(databaseURLEnv, "")
 	root := &cobra.Command{Use: "tenant", SilenceUsage: true, SilenceErrors: true}
 	buildTenantCommand(root)
 	root.SetArgs([]string{"org", "list"})
 	root.SetOut(new(bytes.Buffer))
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), DatabaseURLEnv) {
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), databaseURLEnv) {
 		t.Errorf("no database configured: %v", err)
 	}
 }
@@ -320,7 +299,7 @@ func TestCLIDatabaseErrorsAreOneLine(t *testing.T) {
 // dataSnapshot is every row of both tables, as text.
 func dataSnapshot(t *testing.T, dsn string) string {
 	t.Helper()
-	conn := connect(t, dsn)
+	conn := testenv.Connect(t, dsn)
 	var s string
 	err := conn.QueryRow(context.Background(), `SELECT
 		coalesce((SELECT string_agg(row_to_json(o)::text, E'\n' ORDER BY id) FROM organizations o), '') || E'\n' ||

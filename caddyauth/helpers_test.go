@@ -1,13 +1,10 @@
 package caddyauth
 
 import (
-	"crypto/sha256"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 )
-
-func sha256Of(s string) KeyHash { return sha256.Sum256([]byte(s)) }
 
 // staticStoreOf builds the static store of literal keys.
 func staticStoreOf(tb testing.TB, keys ...StaticKey) staticStore {

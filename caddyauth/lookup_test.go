@@ -19,7 +19,9 @@ import (
 // failingStore answers every lookup with err.
 type failingStore struct{ err error }
 
-func (s failingStore) Lookup(context.Context, KeyHash) (*tenant.Identity, error) { return nil, s.err }
+func (s failingStore) Lookup(context.Context, keystore.KeyHash) (*tenant.Identity, error) {
+	return nil, s.err
+}
 
 func TestShedLookupsAreNotLoggedPerRequest(t *testing.T) {
 	for _, c := range []struct {
@@ -27,8 +29,8 @@ func TestShedLookupsAreNotLoggedPerRequest(t *testing.T) {
 		err      error
 		wantWarn bool
 	}{
-		{"shed under load", ErrBusy, false},
-		{"PostgreSQL down", ErrStoreUnavailable, true},
+		{"shed under load", keystore.ErrBusy, false},
+		{"PostgreSQL down", keystore.ErrStoreUnavailable, true},
 	} {
 		core, logs := observer.New(zapcore.WarnLevel)
 		a := &TenantAuth{dynamic: failingStore{c.err}, logger: zap.New(core)}

@@ -1,20 +1,11 @@
 package caddyauth
 
-import (
-	"errors"
+import "github.com/prometheus/client_golang/prometheus"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-)
-
-// metricsPool shares one set of collectors across config reloads, so
-// counters keep counting when Caddy swaps configs (each config has its own
-// registry; the collectors are registered with every one). The key
-// store's cache and PostgreSQL metrics are package keystore's, shared the
-// same way.
-var metricsPool = caddy.NewUsagePool()
-
-const metricsPoolKey = "tenant_auth"
+// metricsName names tenant_auth's collectors among the shared ones: one
+// set for the process, so counters survive reloads. The key store's cache
+// and PostgreSQL metrics are package keystore's, shared the same way.
+const metricsName = "tenant_auth"
 
 // authMetrics are tenant_auth's Prometheus metrics. Labels are bounded
 // enums: never an org or a key. Counters are resolved once, so counting
@@ -40,35 +31,9 @@ func newAuthMetrics() *authMetrics {
 	}
 }
 
-// Destruct implements caddy.Destructor.
-func (*authMetrics) Destruct() error { return nil }
-
-// Interface guard
-var _ caddy.Destructor = (*authMetrics)(nil)
-
-// acquireAuthMetrics returns the shared collectors, registered in reg;
-// each call is matched by a releaseAuthMetrics (Cleanup).
-func acquireAuthMetrics(reg prometheus.Registerer) (*authMetrics, error) {
-	val, _, err := metricsPool.LoadOrNew(metricsPoolKey, func() (caddy.Destructor, error) {
-		return newAuthMetrics(), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	m := val.(*authMetrics)
-	if err := reg.Register(m.resultsVec); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) || are.ExistingCollector != m.resultsVec {
-			_ = releaseAuthMetrics()
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
-func releaseAuthMetrics() error {
-	_, err := metricsPool.Delete(metricsPoolKey)
-	return err
+// Collectors implements sharedmetrics.Set.
+func (m *authMetrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.resultsVec}
 }
 
 // resultKind is the outcome of one request at tenant_auth.

@@ -15,6 +15,8 @@ import (
 
 	// tenant_health serves /health/ready.
 	_ "github.com/tenantgate/tenantgate/caddyhealth"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // TestTwoDatabasesAreTwoReadinessChecks runs a config whose two handlers
@@ -22,7 +24,7 @@ import (
 // /health/ready reports each database, named after it, and the handler
 // that still serves its static keys is degraded, not down.
 func TestTwoDatabasesAreTwoReadinessChecks(t *testing.T) {
-	reachable := migratedDB(t)
+	reachable := testenv.MigratedDatabase(t)
 	const unreachable = "postgres://postgres@127.0.0.1:1/elsewhere?sslmode=disable&connect_timeout=1"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,16 +8,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // Headers that carry the tenant identity to the backend. Client-sent copies
 // are always removed first.
 const (
-	OrgIDHeader = "X-Organization-ID"
-	PlanHeader  = "X-Plan-Tier"
+	orgIDHeader = "X-Organization-ID"
+	planHeader  = "X-Plan-Tier"
 )
 
-// wwwAuthenticate is sent with every 401 (RFC 6750 §3).
+// wwwAuthenticate is sent with every 401 (RFC 6750, section 3).
 const wwwAuthenticate = `Bearer realm="api"`
 
 // requestScope is tenant_auth's per-request state, allocated once: the
@@ -60,7 +61,7 @@ func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	tenant.Attach(r, &scope.tenant)
 	stripIdentityHeaders(r.Header)
 
-	token, perr := ParseBearer(r.Header["Authorization"])
+	token, perr := parseBearer(r.Header["Authorization"])
 	if perr != nil {
 		a.metrics.countResult(resultUnauthorized)
 		w.Header()["Www-Authenticate"] = []string{wwwAuthenticate}
@@ -69,13 +70,13 @@ func (a *TenantAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 
 	id, lerr := a.lookup(r.Context(), token)
 	if lerr != nil {
-		if IsRejection(lerr) {
+		if keystore.IsRejection(lerr) {
 			a.metrics.countResult(resultForbidden)
 			return tenant.WriteError(w, http.StatusForbidden, rejectionMessage(lerr), nil, rid)
 		}
 		a.metrics.countResult(resultUnavailable)
 		logFailure := a.logger.Warn
-		if errors.Is(lerr, ErrBusy) {
+		if errors.Is(lerr, keystore.ErrBusy) {
 			// Shed under load (a flood of forged keys): counted by the key
 			// store's metrics; a line per request would flood the log.
 			logFailure = a.logger.Debug
@@ -115,12 +116,12 @@ func headerValue(h http.Header, canonicalKey string) string {
 
 // rejectionMessage is the client-facing message for a 403.
 func rejectionMessage(err error) string {
-	for _, known := range []error{ErrRevokedKey, ErrExpiredKey, ErrDisabledOrg} {
+	for _, known := range []error{keystore.ErrRevokedKey, keystore.ErrExpiredKey, keystore.ErrDisabledOrg} {
 		if errors.Is(err, known) {
 			return known.Error()
 		}
 	}
-	return ErrUnknownKey.Error()
+	return keystore.ErrUnknownKey.Error()
 }
 
 // stripIdentityHeaders removes client-sent identity headers, including
@@ -128,7 +129,7 @@ func rejectionMessage(err error) string {
 // header: any case, and "_" for "-".
 func stripIdentityHeaders(h http.Header) {
 	for name := range h {
-		if sameHeaderName(name, OrgIDHeader) || sameHeaderName(name, PlanHeader) {
+		if sameHeaderName(name, orgIDHeader) || sameHeaderName(name, planHeader) {
 			delete(h, name)
 		}
 	}

@@ -22,24 +22,26 @@ type StaticKey struct {
 	// that is expanded, checked and hashed at provision. A key written
 	// here is stored in clear with the config (autosave.json, the admin
 	// API's /config/): prefer key_hash or a placeholder. The Caddyfile
-	// adapter never emits a literal key. Required unless key_hash is set.
+	// adapter never emits a literal key. Default: none (required unless
+	// key_hash is set).
 	Key string `json:"key,omitempty"`
 
 	// KeyHash is the key's SHA-256 as 64 hexadecimal digits, which is
 	// what the Caddyfile adapter stores for a key written in the
-	// Caddyfile (`echo -n "$KEY" | sha256sum` gives it). Required unless
-	// key is set.
+	// Caddyfile (`echo -n "$KEY" | sha256sum` gives it). Default: none
+	// (required unless key is set).
 	KeyHash string `json:"key_hash,omitempty"`
 
 	// OrgID is the organization the key acts for: 1–128 characters of
 	// letters, digits, "." "_" "-". It is sent upstream as
-	// X-Organization-ID. Required.
+	// X-Organization-ID. Default: none (required).
 	OrgID string `json:"org_id"`
 
 	// Plan is the key's plan tier (for example basic, premium, enterprise):
 	// 1–64 characters of letters, digits, "." "_" "-". It is sent upstream
 	// as X-Plan-Tier and selects the rate-limit plan, which the
-	// tenant_ratelimit after this handler must define. Required.
+	// tenant_ratelimit after this handler must define. Default: none
+	// (required).
 	Plan string `json:"plan"`
 
 	// DemoStyle marks a key that looks like a demo or hand-made test key:
@@ -65,7 +67,7 @@ func demoStyleKey(key string) bool {
 // demo_style set when the key looks like one), so that the key itself
 // never reaches the stored config. k must hold a literal key.
 func hashedStaticKey(k StaticKey) StaticKey {
-	h := HashKey(k.Key)
+	h := keystore.HashKey(k.Key)
 	return StaticKey{
 		KeyHash:   hex.EncodeToString(h[:]),
 		OrgID:     k.OrgID,
@@ -74,11 +76,11 @@ func hashedStaticKey(k StaticKey) StaticKey {
 	}
 }
 
-// ParseKeyList parses the VALID_API_KEYS format,
+// parseKeyList parses the VALID_API_KEYS format,
 // "key:org_id:plan[,key:org_id:plan…]". Blank input yields no keys; blank
 // entries (",,") are ignored; anything else malformed is an error naming the
 // entry by position (never its key, which is a secret).
-func ParseKeyList(s string) ([]StaticKey, error) {
+func parseKeyList(s string) ([]StaticKey, error) {
 	var keys []StaticKey
 	for i, entry := range strings.Split(s, ",") {
 		entry = strings.TrimSpace(entry)
@@ -151,9 +153,9 @@ func (k StaticKey) Validate() error {
 		}
 	}
 	switch {
-	case !validName(k.OrgID, 128):
+	case !tenant.ValidRequestID(k.OrgID): // the same alphabet and bound (1-128) as request IDs
 		return fmt.Errorf("org_id %q: want 1-128 characters of letters, digits, '.', '_', '-'", k.OrgID)
-	case !validName(k.Plan, 64):
+	case !tenant.ValidPlanName(k.Plan):
 		return fmt.Errorf("plan %q: want 1-64 characters of letters, digits, '.', '_', '-'", k.Plan)
 	}
 	return nil
@@ -164,8 +166,8 @@ func validKey(key string) error {
 	switch {
 	case key == "":
 		return fmt.Errorf("empty key")
-	case len(key) > MaxTokenBytes:
-		return fmt.Errorf("key longer than %d bytes", MaxTokenBytes)
+	case len(key) > maxTokenBytes:
+		return fmt.Errorf("key longer than %d bytes", maxTokenBytes)
 	case !isToken68(key):
 		return fmt.Errorf("key contains characters a bearer token cannot carry (allowed: letters, digits, -._~+/)")
 	}
@@ -173,8 +175,8 @@ func validKey(key string) error {
 }
 
 // parseKeyHash decodes a key_hash: 64 hexadecimal digits.
-func parseKeyHash(s string) (KeyHash, error) {
-	var h KeyHash
+func parseKeyHash(s string) (keystore.KeyHash, error) {
+	var h keystore.KeyHash
 	if len(s) != hex.EncodedLen(len(h)) {
 		return h, fmt.Errorf("key_hash: want the key's SHA-256 as %d hexadecimal digits, got %d characters", hex.EncodedLen(len(h)), len(s))
 	}
@@ -193,7 +195,7 @@ func hasPlaceholder(s string) bool {
 // resolvedKey is a static key ready for the store: its hash, identity and
 // whether it looks like a demo key.
 type resolvedKey struct {
-	hash      KeyHash
+	hash      keystore.KeyHash
 	orgID     string
 	plan      string
 	demoStyle bool
@@ -222,7 +224,7 @@ func resolveStaticKeys(repl *caddy.Replacer, what string, keys []StaticKey) ([]r
 				}
 				key = expanded
 			}
-			r.hash, r.demoStyle = HashKey(key), k.DemoStyle || demoStyleKey(key)
+			r.hash, r.demoStyle = keystore.HashKey(key), k.DemoStyle || demoStyleKey(key)
 		}
 		out = append(out, r)
 	}
@@ -236,7 +238,7 @@ func resolveKeyList(repl *caddy.Replacer, list string) ([]resolvedKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key_list: %w", err)
 	}
-	keys, err := ParseKeyList(expanded)
+	keys, err := parseKeyList(expanded)
 	if err != nil {
 		// The error names the entry, never the key; the placeholder says
 		// where the list came from.
@@ -248,15 +250,9 @@ func resolveKeyList(repl *caddy.Replacer, list string) ([]resolvedKey, error) {
 	return resolveStaticKeys(repl, "key_list entry", keys)
 }
 
-// validName reports whether s is 1..max characters of [A-Za-z0-9._-]; such
-// values are safe in headers, logs and JSON without escaping.
-func validName(s string, max int) bool {
-	return len(s) <= max && tenant.ValidRequestID(s)
-}
-
 // staticStore resolves static keys. It is built once at provision and never
 // changes, so lookups take no lock.
-type staticStore map[KeyHash]*tenant.Identity
+type staticStore map[keystore.KeyHash]*tenant.Identity
 
 // newStaticStore indexes the keys by hash. A key declared twice is a
 // config error.
@@ -273,17 +269,17 @@ func newStaticStore(keys []resolvedKey) (staticStore, error) {
 
 // staticKeyID names a static key in logs and placeholders without revealing
 // it: "static_" and the first 12 hex digits of its hash.
-func staticKeyID(h KeyHash) string {
+func staticKeyID(h keystore.KeyHash) string {
 	return "static_" + hex.EncodeToString(h[:6])
 }
 
-// Lookup implements KeyStore.
-func (s staticStore) Lookup(_ context.Context, h KeyHash) (*tenant.Identity, error) {
+// Lookup implements keyStore.
+func (s staticStore) Lookup(_ context.Context, h keystore.KeyHash) (*tenant.Identity, error) {
 	if id, ok := s[h]; ok {
 		return id, nil
 	}
-	return nil, ErrUnknownKey
+	return nil, keystore.ErrUnknownKey
 }
 
 // Interface guard
-var _ KeyStore = staticStore(nil)
+var _ keyStore = staticStore(nil)

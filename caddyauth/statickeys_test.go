@@ -16,7 +16,7 @@ import (
 )
 
 func TestParseKeyList(t *testing.T) {
-	keys, err := ParseKeyList(" sk_test_abc123:org_1:premium , ,sk_live_x:org-2:basic")
+	keys, err := parseKeyList(" sk_test_abc123:org_1:premium , ,sk_live_x:org-2:basic")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestParseKeyList(t *testing.T) {
 			t.Errorf("key %d = %+v, want %+v", i, keys[i], want[i])
 		}
 	}
-	if keys, err := ParseKeyList(""); err != nil || len(keys) != 0 {
+	if keys, err := parseKeyList(""); err != nil || len(keys) != 0 {
 		t.Errorf("empty list: %v, %v", keys, err)
 	}
 }
@@ -45,7 +45,7 @@ func TestParseKeyListErrorsNameTheEntryNotTheKey(t *testing.T) {
 		"sk_a:org/1:premium":                  `entry 1: org_id "org/1"`,
 		"sk_a:org:" + strings.Repeat("p", 65): "entry 1: plan",
 	} {
-		_, err := ParseKeyList(input)
+		_, err := parseKeyList(input)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseKeyList(%q) = %v, want error containing %q", input, err, want)
 		}
@@ -66,7 +66,7 @@ func TestSplitKeyListHashesLiteralsAndKeepsPlaceholders(t *testing.T) {
 	if len(hashed) != 2 {
 		t.Fatalf("hashed %+v, want 2 keys", hashed)
 	}
-	h := HashKey("sk_test_abc123")
+	h := keystore.HashKey("sk_test_abc123")
 	if k := hashed[0]; k.Key != "" || k.KeyHash != hex.EncodeToString(h[:]) || k.OrgID != "org_1" || k.Plan != "premium" || !k.DemoStyle {
 		t.Errorf("first key %+v, want the demo key's hash, org_1, premium, demo_style", k)
 	}
@@ -97,7 +97,7 @@ func TestDemoStyleKeys(t *testing.T) {
 }
 
 func TestStaticKeyValidate(t *testing.T) {
-	h := HashKey("k")
+	h := keystore.HashKey("k")
 	good := hex.EncodeToString(h[:])
 	for _, c := range []struct {
 		k    StaticKey
@@ -120,11 +120,11 @@ func TestStaticKeyValidate(t *testing.T) {
 }
 
 func TestStaticStore(t *testing.T) {
-	h := HashKey("sk_live_hashed")
+	h := keystore.HashKey("sk_live_hashed")
 	store := staticStoreOf(t,
 		StaticKey{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"},
 		StaticKey{KeyHash: hex.EncodeToString(h[:]), OrgID: "org_2", Plan: "basic"})
-	id, err := store.Lookup(context.Background(), HashKey("sk_test_abc123"))
+	id, err := store.Lookup(context.Background(), keystore.HashKey("sk_test_abc123"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,10 +134,10 @@ func TestStaticStore(t *testing.T) {
 	if strings.Contains(id.KeyID, "abc123") {
 		t.Errorf("key id %q reveals the key", id.KeyID)
 	}
-	if id, err := store.Lookup(context.Background(), HashKey("sk_live_hashed")); err != nil || id.OrgID != "org_2" {
+	if id, err := store.Lookup(context.Background(), keystore.HashKey("sk_live_hashed")); err != nil || id.OrgID != "org_2" {
 		t.Errorf("key given by its hash: %+v, %v", id, err)
 	}
-	if _, err := store.Lookup(context.Background(), HashKey("sk_test_abc124")); !errors.Is(err, ErrUnknownKey) {
+	if _, err := store.Lookup(context.Background(), keystore.HashKey("sk_test_abc124")); !errors.Is(err, keystore.ErrUnknownKey) {
 		t.Errorf("unknown key: err = %v", err)
 	}
 	resolved, err := resolveStaticKeys(caddy.NewReplacer(), "static key", []StaticKey{{Key: "k1", OrgID: "o", Plan: "p"}, {Key: "k1", OrgID: "o2", Plan: "p"}})
@@ -159,7 +159,7 @@ func provisionKeys(t *testing.T, a *TenantAuth, withDatabase bool) (*TenantAuth,
 }
 
 func accepts(a *TenantAuth, key string) bool {
-	_, err := a.static.Lookup(context.Background(), HashKey(key))
+	_, err := a.static.Lookup(context.Background(), keystore.HashKey(key))
 	return err == nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/keystore"
 )
@@ -39,7 +40,7 @@ type TenantAuth struct {
 	// {env.VALID_API_KEYS}: it is expanded and parsed at provision, in the
 	// environment of the running server, so the keys themselves never
 	// reach the stored config and a reload from another shell keeps them.
-	// Empty: no keys. Default: "".
+	// A list that expands to nothing holds no keys. Default: none.
 	KeyList string `json:"key_list,omitempty"`
 
 	// DemoKeys are keys for trying the gateway out, such as the published
@@ -58,9 +59,10 @@ type TenantAuth struct {
 	// form) of the key database created by `caddy tenant migrate`.
 	// Placeholders such as {env.DATABASE_URL} are expanded at provision in
 	// the running server's environment; with one, the password never
-	// reaches the stored config. Empty: static keys only. The connection
-	// pool, key cache and change listener are shared by every config with
-	// the same URL and survive reloads. Default: "".
+	// reaches the stored config. The connection pool, key cache and change
+	// listener are shared by every config with the same URL and survive
+	// reloads. Default: none (no database: static keys only, also when the
+	// value expands to nothing).
 	DatabaseURL string `json:"database_url,omitempty"`
 
 	// CacheTTL is how long a database key stays cached before it is read
@@ -89,11 +91,23 @@ type TenantAuth struct {
 	static staticStore
 	// dynamic is the key store consulted after the static keys (Postgres);
 	// nil when none is configured.
-	dynamic KeyStore
+	dynamic keyStore
 	store   *keystore.Handle // this config's use of the shared PostgreSQL store
 	metrics *authMetrics
 	logger  *zap.Logger
 }
+
+// keyStore resolves a key hash to the identity it acts for: the seam
+// between tenant_auth and its database keys (keystore.Handle), which the
+// tests replace. Lookup returns the identity, or one of
+// keystore.ErrUnknownKey, ErrRevokedKey, ErrExpiredKey, ErrDisabledOrg (all
+// 403), or an error wrapping keystore.ErrStoreUnavailable (503).
+type keyStore interface {
+	Lookup(ctx context.Context, hash keystore.KeyHash) (*tenant.Identity, error)
+}
+
+// Interface guard
+var _ keyStore = (*keystore.Handle)(nil)
 
 // CaddyModule returns the Caddy module information.
 func (TenantAuth) CaddyModule() caddy.ModuleInfo {
@@ -107,8 +121,8 @@ func (TenantAuth) CaddyModule() caddy.ModuleInfo {
 func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	var err error
-	if a.metrics, err = acquireAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("tenant_auth: registering metrics: %w", err)
+	if a.metrics, err = sharedmetrics.Acquire(metricsName, ctx.GetMetricsRegistry(), newAuthMetrics); err != nil {
+		return fmt.Errorf("tenant_auth: %w", err)
 	}
 	// Unknown placeholders stay as written: braces are legal in a
 	// password of the key=value form.
@@ -117,17 +131,15 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 	if err := a.provisionStaticKeys(repl, dsn != ""); err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
-	// The rate limiter after this handler checks that it defines these
-	// plans, so a static key on an unknown plan fails `caddy validate`.
-	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", tenant.PlansOf(a.static)...); err != nil {
-		return fmt.Errorf("tenant_auth: %w", err)
-	}
-	if dsn == "" {
-		return nil
-	}
-	health, err := tenant.HealthFromContext(ctx)
+	registry, err := tenant.RegistryFromContext(ctx)
 	if err != nil {
 		return fmt.Errorf("tenant_auth: %w", err)
+	}
+	// The rate limiter after this handler checks that it defines these
+	// plans, so a static key on an unknown plan fails `caddy validate`.
+	registry.RequirePlans("a static key of tenant_auth", tenant.PlansOf(a.static)...)
+	if dsn == "" {
+		return nil
 	}
 	a.store, err = keystore.Acquire(keystore.Config{
 		DatabaseURL: dsn,
@@ -146,10 +158,10 @@ func (a *TenantAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("tenant_auth: %w", err)
 	}
 	a.dynamic = a.store
-	health.RegisterDependency("postgres", a.store.Target(), a.store.Health)
+	registry.RegisterDependency("postgres", a.store.Target(), a.store.Health)
 	// The shared store takes this config's settings only once the config
 	// is committed: a config that fails or is dropped changes nothing.
-	health.OnStart(a.store.Activate)
+	registry.OnStart(a.store.Activate)
 	return nil
 }
 
@@ -209,7 +221,7 @@ func (a *TenantAuth) Cleanup() error {
 		errs = append(errs, a.store.Release())
 	}
 	if a.metrics != nil {
-		errs = append(errs, releaseAuthMetrics())
+		errs = append(errs, sharedmetrics.Release(metricsName))
 	}
 	return errors.Join(errs...)
 }
@@ -218,12 +230,12 @@ func (a *TenantAuth) Cleanup() error {
 // then the dynamic store. Tokens that cannot be database keys are refused
 // without asking it.
 func (a *TenantAuth) lookup(ctx context.Context, token string) (*tenant.Identity, error) {
-	h := HashKey(token)
+	h := keystore.HashKey(token)
 	if id, ok := a.static[h]; ok {
 		return id, nil
 	}
 	if a.dynamic == nil || !keystore.WellFormedKey(token) {
-		return nil, ErrUnknownKey
+		return nil, keystore.ErrUnknownKey
 	}
 	return a.dynamic.Lookup(ctx, h)
 }

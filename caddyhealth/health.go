@@ -1,11 +1,15 @@
-// Package caddyhealth provides tenant_health, the gateway's health endpoints
-// (DESIGN §6): /health (summary), /health/live (process up) and
-// /health/ready (each dependency's state).
+// Package caddyhealth provides tenant_health, the gateway's health
+// endpoints: /health (summary), /health/live (the process is up) and
+// /health/ready (each dependency's state, as the modules registered their
+// checks with the config's tenant.Registry). Only "down" answers 503: a
+// degraded gateway still serves, so a load balancer keeps sending it
+// traffic.
 package caddyhealth
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
@@ -34,7 +39,7 @@ type Health struct {
 	// dependency checks together. Default: 2s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	registry *tenant.HealthApp
+	registry *tenant.Registry
 	started  time.Time
 }
 
@@ -46,11 +51,12 @@ func (Health) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision obtains the config's health registry.
+// Provision obtains the config's registry, where modules register their
+// dependency checks.
 func (h *Health) Provision(ctx caddy.Context) error {
-	reg, err := tenant.HealthFromContext(ctx)
+	reg, err := tenant.RegistryFromContext(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("tenant_health: %w", err)
 	}
 	h.registry = reg
 	h.started = time.Now()
@@ -106,10 +112,11 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 func (h *Health) run(ctx context.Context) tenant.HealthReport {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
-	return h.registry.Run(ctx)
+	return h.registry.CheckHealth(ctx)
 }
 
-// statusCode is 503 only when the gateway cannot serve (DESIGN §6).
+// statusCode is 503 only when the gateway cannot serve (down); degraded
+// (a dependency fails and a fallback serves) is still 200.
 func statusCode(s tenant.Status) int {
 	if s == tenant.StatusDown {
 		return http.StatusServiceUnavailable
@@ -139,29 +146,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 //	    timeout <duration>
 //	}
 func (h *Health) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "tenant_health"
 	d.Next() // directive name
-	if d.NextArg() {
-		return d.ArgErr()
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return err
 	}
 	for d.NextBlock(0) {
+		var err error
 		switch d.Val() {
 		case "timeout":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(d.Val())
-			if err != nil {
-				return d.Errf("tenant_health: timeout: %v", err)
-			}
-			if dur <= 0 {
-				return d.Errf("tenant_health: timeout must be positive, got %s", d.Val())
-			}
-			h.Timeout = caddy.Duration(dur)
-			if d.NextArg() {
-				return d.ArgErr()
-			}
+			h.Timeout, err = caddyfileutil.Duration(d, directive, "2s")
 		default:
-			return d.Errf("tenant_health: unknown subdirective %q (expected: timeout)", d.Val())
+			return caddyfileutil.Unknown(d, directive, "timeout")
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -16,7 +16,7 @@ import (
 )
 
 // benchLimits never deny, so every iteration is a full admission.
-var benchLimits = Limits{PerMinute: maxCapacity / 2, PerDay: maxPerDay, Burst: maxCapacity / 2}
+var benchLimits = limits{PerMinute: maxCapacity / 2, PerDay: maxPerDay, Burst: maxCapacity / 2}
 
 // BenchmarkLocalDecision: one in-process decision, 1 000 organizations.
 func BenchmarkLocalDecision(b *testing.B) {
@@ -64,7 +64,7 @@ func BenchmarkRedisDecision(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			d, err := f.Allow(ctx, orgs[i%len(orgs)], p)
-			if err != nil || d.Source != SourceRedis {
+			if err != nil || d.Source != sourceRedis {
 				b.Fatalf("decision %+v, %v", d, err)
 			}
 			i++
@@ -143,7 +143,7 @@ func BenchmarkHandlerLocal(b *testing.B) {
 // BenchmarkHeaders: rendering the rate-limit headers of one decision.
 func BenchmarkHeaders(b *testing.B) {
 	p := newPolicy("bench", tinyLimits)
-	d := Decision{Allowed: true, Tokens: 3_400_000, DayUsed: 17, Now: time.Now().UnixMicro()}
+	d := decision{Allowed: true, Tokens: 3_400_000, DayUsed: 17, Now: time.Now().UnixMicro()}
 	hw := new(headerWriter)
 	h := make(http.Header, 16)
 	b.ReportAllocs()

@@ -29,7 +29,7 @@ type bucketState struct {
 
 // newBucket is the state of an organization never seen before: a full
 // bucket and nothing used today.
-func newBucket(now int64, l Limits) bucketState {
+func newBucket(now int64, l limits) bucketState {
 	return bucketState{tokens: l.capacity() * microTokens, ts: now, day: now / usPerDay}
 }
 
@@ -37,7 +37,7 @@ func newBucket(now int64, l Limits) bucketState {
 // at ts. The bucket refills continuously at PerMinute per minute up to its
 // capacity. A clock that went backwards refills nothing; a lowered capacity
 // clips the content.
-func refilled(tokens, ts, now int64, l Limits) int64 {
+func refilled(tokens, ts, now int64, l limits) int64 {
 	capU := l.capacity() * microTokens
 	if tokens >= capU {
 		return capU
@@ -53,7 +53,7 @@ func refilled(tokens, ts, now int64, l Limits) int64 {
 }
 
 // untilFull is how long, in µs, a bucket holding tokens takes to fill up.
-func untilFull(tokens int64, l Limits) int64 {
+func untilFull(tokens int64, l limits) int64 {
 	missing := l.capacity()*microTokens - tokens
 	if missing <= 0 {
 		return 0
@@ -63,7 +63,7 @@ func untilFull(tokens int64, l Limits) int64 {
 
 // untilNextToken is how long, in µs, until a bucket holding tokens gains its
 // next whole token (for an empty bucket: until it holds one); 0 when full.
-func untilNextToken(tokens int64, l Limits) int64 {
+func untilNextToken(tokens int64, l limits) int64 {
 	if tokens >= l.capacity()*microTokens {
 		return 0
 	}
@@ -84,10 +84,10 @@ func (s *bucketState) usedToday(now int64) int64 {
 // take decides one request at now: it is admitted iff the bucket holds a
 // whole token and today's counter is below PerDay, and then both are taken
 // together. A denied request changes nothing.
-func (s *bucketState) take(now int64, l Limits) Decision {
+func (s *bucketState) take(now int64, l limits) decision {
 	tokens := refilled(s.tokens, s.ts, now, l)
 	used := s.usedToday(now)
-	d := Decision{Tokens: tokens, DayUsed: used, Now: now}
+	d := decision{Tokens: tokens, DayUsed: used, Now: now}
 	if tokens < microTokens || used >= l.PerDay {
 		return d
 	}
@@ -100,35 +100,35 @@ func (s *bucketState) take(now int64, l Limits) Decision {
 
 // idle reports whether the state is indistinguishable from a new one at now
 // (full bucket, nothing used today), so forgetting it loses nothing.
-func (s *bucketState) idle(now int64, l Limits) bool {
+func (s *bucketState) idle(now int64, l limits) bool {
 	return s.usedToday(now) == 0 && refilled(s.tokens, s.ts, now, l) == l.capacity()*microTokens
 }
 
-// Source says what made a decision. It is logged with every request and is a
+// decisionSource says what made a decision. It is logged with every request and is a
 // label of the decisions metric.
-type Source uint8
+type decisionSource uint8
 
 // Decision sources.
 const (
-	// SourceRedis: the Lua script on Redis decided.
-	SourceRedis Source = iota
-	// SourceLocal: the in-process limiter decided (no Redis configured).
-	SourceLocal
-	// SourceFallback: Redis failed and on_redis_error local decided in process.
-	SourceFallback
-	// SourceFastPath: Redis had denied the organization until a time not yet
+	// sourceRedis: the Lua script on Redis decided.
+	sourceRedis decisionSource = iota
+	// sourceLocal: the in-process limiter decided (no Redis configured).
+	sourceLocal
+	// sourceFallback: Redis failed and on_redis_error local decided in process.
+	sourceFallback
+	// sourceFastPath: Redis had denied the organization until a time not yet
 	// reached, so the denial was repeated without asking Redis.
-	SourceFastPath
-	// SourceFailOpen: Redis failed and on_redis_error allow admitted the
+	sourceFastPath
+	// sourceFailOpen: Redis failed and on_redis_error allow admitted the
 	// request without a limit.
-	SourceFailOpen
+	sourceFailOpen
 	numSources
 )
 
 var sourceNames = [numSources]string{"redis", "local", "fallback", "fast_path", "fail_open"}
 
 // String returns the name used in logs and metrics.
-func (s Source) String() string {
+func (s decisionSource) String() string {
 	if s < numSources {
 		return sourceNames[s]
 	}
@@ -145,14 +145,14 @@ const (
 	limitTypeDay    limitType = "day"
 )
 
-// Decision is a limiter's answer for one request, with the state it leaves
+// decision is a limiter's answer for one request, with the state it leaves
 // behind: enough to render every rate-limit header without another lookup.
-type Decision struct {
+type decision struct {
 	// Allowed reports whether the request was admitted (and so took one
 	// token and one daily unit).
 	Allowed bool
 	// Source is what decided.
-	Source Source
+	Source decisionSource
 	// Tokens is the minute bucket's content after the decision, in
 	// micro-tokens (1 token = 1 000 000).
 	Tokens int64
@@ -164,10 +164,10 @@ type Decision struct {
 }
 
 // remainingMinute is the whole tokens left in the bucket.
-func (d *Decision) remainingMinute() int64 { return d.Tokens / microTokens }
+func (d *decision) remainingMinute() int64 { return d.Tokens / microTokens }
 
 // remainingDay is what is left of today's quota.
-func (d *Decision) remainingDay(l Limits) int64 {
+func (d *decision) remainingDay(l limits) int64 {
 	if r := l.PerDay - d.DayUsed; r > 0 {
 		return r
 	}
@@ -175,11 +175,11 @@ func (d *Decision) remainingDay(l Limits) int64 {
 }
 
 // minuteUsed is the whole tokens missing from a full bucket.
-func (d *Decision) minuteUsed(l Limits) int64 { return l.capacity() - d.remainingMinute() }
+func (d *decision) minuteUsed(l limits) int64 { return l.capacity() - d.remainingMinute() }
 
 // limitType is the limit that denies (or would deny) the next request: the
 // daily quota when it is exhausted, else the minute bucket.
-func (d *Decision) limitType(l Limits) limitType {
+func (d *decision) limitType(l limits) limitType {
 	if d.DayUsed >= l.PerDay {
 		return limitTypeDay
 	}
@@ -187,15 +187,15 @@ func (d *Decision) limitType(l Limits) limitType {
 }
 
 // fullAt is when the bucket is full again, in µs since the epoch.
-func (d *Decision) fullAt(l Limits) int64 { return d.Now + untilFull(d.Tokens, l) }
+func (d *decision) fullAt(l limits) int64 { return d.Now + untilFull(d.Tokens, l) }
 
 // dayResetAt is the next 00:00 UTC after the decision, in µs since the epoch.
-func (d *Decision) dayResetAt() int64 { return (d.Now/usPerDay + 1) * usPerDay }
+func (d *decision) dayResetAt() int64 { return (d.Now/usPerDay + 1) * usPerDay }
 
 // retryAt is the earliest time, in µs since the epoch, at which a request
 // that was denied can be admitted: the next whole token, or the next UTC
 // day when the daily quota is exhausted.
-func (d *Decision) retryAt(l Limits) int64 {
+func (d *decision) retryAt(l limits) int64 {
 	if d.limitType(l) == limitTypeDay {
 		return d.dayResetAt()
 	}
@@ -204,7 +204,7 @@ func (d *Decision) retryAt(l Limits) int64 {
 
 // retryAfter is retryAt as whole seconds from the decision, at least 1: the
 // Retry-After header's value.
-func (d *Decision) retryAfter(l Limits) int64 {
+func (d *decision) retryAfter(l limits) int64 {
 	if s := ceilDiv(d.retryAt(l)-d.Now, usPerSecond); s > 1 {
 		return s
 	}
@@ -213,7 +213,7 @@ func (d *Decision) retryAfter(l Limits) int64 {
 
 // advance returns the decision as it stands later, at now: the bucket has
 // refilled meanwhile. The fast path uses it to answer a repeated denial.
-func (d Decision) advance(now int64, l Limits) Decision {
+func (d decision) advance(now int64, l limits) decision {
 	if now > d.Now {
 		d.Tokens = refilled(d.Tokens, d.Now, now, l)
 		if d.Now/usPerDay != now/usPerDay {

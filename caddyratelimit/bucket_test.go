@@ -74,7 +74,7 @@ func TestBucketDenialConsumesNothing(t *testing.T) {
 func TestDailyQuotaAndRolloverAtMidnightUTC(t *testing.T) {
 	clock := testenv.NewClock(mustTime(t, "2026-01-25T23:59:00Z"))
 	l := newTestLocal(t, clock)
-	p := newPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
+	p := newPolicy("daily", limits{PerMinute: 600, PerDay: 5})
 	if got := admitted(t, l, "org", p, 5); got != 5 {
 		t.Fatalf("admitted %d, want 5", got)
 	}
@@ -105,7 +105,7 @@ func TestDayRolloverIgnoresLocalTimeZone(t *testing.T) {
 	est := time.FixedZone("EST", -5*3600)
 	clock := testenv.NewClock(time.Date(2026, 1, 25, 23, 30, 0, 0, est))
 	l := newTestLocal(t, clock)
-	p := newPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
+	p := newPolicy("daily", limits{PerMinute: 600, PerDay: 5})
 	d := decide(t, l, "org", p)
 	want := time.Date(2026, 1, 27, 0, 0, 0, 0, time.UTC)
 	if got := time.UnixMicro(d.dayResetAt()).UTC(); !got.Equal(want) {
@@ -116,7 +116,7 @@ func TestDayRolloverIgnoresLocalTimeZone(t *testing.T) {
 func TestLoweredCapacityClipsBucket(t *testing.T) {
 	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
 	l := newTestLocal(t, clock)
-	big := newPolicy("big", Limits{PerMinute: 100, PerDay: 1000, Burst: 100})
+	big := newPolicy("big", limits{PerMinute: 100, PerDay: 1000, Burst: 100})
 	decide(t, l, "org", big) // 199 tokens left
 	small := newPolicy("small", tinyLimits)
 	if got := admitted(t, l, "org", small, 50); got != 10 {

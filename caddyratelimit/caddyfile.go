@@ -5,10 +5,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
 )
 
 func init() {
@@ -24,9 +25,6 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	err := rl.UnmarshalCaddyfile(h.Dispenser)
 	return rl, err
 }
-
-// subdirectives lists what tenant_ratelimit accepts, for error messages.
-var subdirectives = []string{"redis_addr", "redis_password", "redis_db", "redis_timeout", "on_redis_error", "plan"}
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
@@ -46,44 +44,47 @@ var subdirectives = []string{"redis_addr", "redis_password", "redis_db", "redis_
 // plan is repeatable, once per name. When no plan is given, the built-in
 // plans apply.
 func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const directive = "tenant_ratelimit"
 	d.Next() // directive name
-	if d.NextArg() {
-		return d.Errf("tenant_ratelimit: unexpected argument %q; settings go in a block", d.Val())
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return err
 	}
-	firstLine := make(map[string]int)
+	once := caddyfileutil.NewOnce(directive, "plan")
 	for d.NextBlock(0) {
-		sub := d.Val()
-		if first, seen := firstLine[sub]; seen && sub != "plan" {
-			return d.Errf("tenant_ratelimit: %s given more than once (first on line %d); give each setting once", sub, first)
+		if err := once.Check(d); err != nil {
+			return err
 		}
-		firstLine[sub] = d.Line()
-		args := d.RemainingArgs()
 		var err error
-		switch sub {
+		switch d.Val() {
 		case "redis_addr":
-			rl.RedisAddr = strings.TrimSpace(strings.Join(args, ","))
+			rl.RedisAddr = strings.TrimSpace(strings.Join(d.RemainingArgs(), ","))
 			if rl.RedisAddr != "" && !hasPlaceholder(rl.RedisAddr) {
 				if _, err := (redisConfig{addr: rl.RedisAddr}).options(); err != nil {
 					return d.Errf("tenant_ratelimit: %v", err) // names redis_addr itself
 				}
 			}
 		case "redis_password":
-			rl.RedisPassword, err = optionalArg(args, "<password>")
+			rl.RedisPassword, err = caddyfileutil.OptionalValue(d, directive, "password")
 		case "redis_db":
 			var db string
-			db, err = parseDB(args)
+			if db, err = caddyfileutil.OptionalValue(d, directive, "database number"); err != nil {
+				return err
+			}
+			if db, err = canonicalDB(db); err != nil {
+				return d.Errf("tenant_ratelimit: redis_db: %v", err)
+			}
 			rl.RedisDB = caddyhttp.WeakString(db)
 		case "redis_timeout":
-			rl.RedisTimeout, err = parseTimeout(args)
+			rl.RedisTimeout, err = caddyfileutil.Duration(d, directive, "100ms")
 		case "on_redis_error":
+			args := d.RemainingArgs()
 			if len(args) != 1 || (args[0] != onErrorLocal && args[0] != onErrorAllow && args[0] != onErrorDeny) {
-				err = errorf("expected local, allow or deny, got %q", strings.Join(args, " "))
-			} else {
-				rl.OnRedisError = args[0]
+				return d.Errf("tenant_ratelimit: on_redis_error: expected local, allow or deny, got %q", strings.Join(args, " "))
 			}
+			rl.OnRedisError = args[0]
 		case "plan":
 			// parsePlan's errors name the plan themselves.
-			p, perr := parsePlan(args)
+			p, perr := parsePlan(d.RemainingArgs())
 			if perr != nil {
 				return d.Errf("tenant_ratelimit: %v", perr)
 			}
@@ -94,10 +95,10 @@ func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			rl.Plans = append(rl.Plans, p)
 		default:
-			return d.Errf("tenant_ratelimit: unknown subdirective %q (expected one of: %s)", sub, strings.Join(subdirectives, ", "))
+			return caddyfileutil.Unknown(d, directive, "redis_addr", "redis_password", "redis_db", "redis_timeout", "on_redis_error", "plan")
 		}
 		if err != nil {
-			return d.Errf("tenant_ratelimit: %s: %v", sub, err)
+			return err
 		}
 	}
 	// Settings that only make sense together (a cluster has no redis_db).
@@ -107,33 +108,15 @@ func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// errorf builds an argument error; UnmarshalCaddyfile adds the file, line
-// and subdirective.
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
-
-// optionalArg reads zero or one argument; zero (an unset env placeholder)
-// and "" both mean unset.
-func optionalArg(args []string, what string) (string, error) {
-	switch len(args) {
-	case 0:
-		return "", nil
-	case 1:
-		return args[0], nil
-	default:
-		return "", errorf("expected at most one argument %s, got %d", what, len(args))
-	}
-}
-
-// parseDB reads redis_db's argument: a database number, or a placeholder
+// canonicalDB reads redis_db's value: a database number, or a placeholder
 // checked once expanded. "0" is the default, and so unset.
-func parseDB(args []string) (string, error) {
-	s, err := optionalArg(args, "<n>")
-	if err != nil || s == "" || hasPlaceholder(s) {
-		return s, err
+func canonicalDB(s string) (string, error) {
+	if s == "" || hasPlaceholder(s) {
+		return s, nil
 	}
-	n, perr := parseRedisDB(s)
-	if perr != nil {
-		return "", errorf("expected a database number (a non-negative integer), got %q", s)
+	n, err := parseRedisDB(s)
+	if err != nil {
+		return "", fmt.Errorf("expected a database number (a non-negative integer), got %q", s)
 	}
 	if n == 0 {
 		return "", nil
@@ -141,41 +124,27 @@ func parseDB(args []string) (string, error) {
 	return strconv.Itoa(n), nil
 }
 
-func parseTimeout(args []string) (caddy.Duration, error) {
-	if len(args) != 1 {
-		return 0, errorf("expected one duration such as 100ms, got %d arguments", len(args))
-	}
-	dur, err := caddy.ParseDuration(args[0])
-	if err != nil {
-		return 0, errorf("expected a duration such as 100ms, got %q", args[0])
-	}
-	if dur <= 0 {
-		return 0, errorf("must be positive, got %s", args[0])
-	}
-	return caddy.Duration(dur), nil
-}
-
 // parsePlan reads "<name> <per_minute> <per_day> [burst <n>]". Its errors
 // start with "plan" and, once known, the plan's name.
 func parsePlan(args []string) (Plan, error) {
 	const usage = "plan: expected <name> <per_minute> <per_day> [burst <n>]"
 	if len(args) != 3 && len(args) != 5 {
-		return Plan{}, errorf("%s, got %d arguments", usage, len(args))
+		return Plan{}, fmt.Errorf("%s, got %d arguments", usage, len(args))
 	}
 	p := Plan{Name: args[0]}
 	var err error
 	if p.PerMinute, err = parseCount("per_minute", args[1]); err != nil {
-		return p, errorf("plan %s: %w", p.Name, err)
+		return p, fmt.Errorf("plan %s: %w", p.Name, err)
 	}
 	if p.PerDay, err = parseCount("per_day", args[2]); err != nil {
-		return p, errorf("plan %s: %w", p.Name, err)
+		return p, fmt.Errorf("plan %s: %w", p.Name, err)
 	}
 	if len(args) == 5 {
 		if args[3] != "burst" {
-			return p, errorf("%s; got %q where burst was expected", usage, args[3])
+			return p, fmt.Errorf("%s; got %q where burst was expected", usage, args[3])
 		}
 		if p.Burst, err = parseCount("burst", args[4]); err != nil {
-			return p, errorf("plan %s: %w", p.Name, err)
+			return p, fmt.Errorf("plan %s: %w", p.Name, err)
 		}
 	}
 	return p, p.validate()
@@ -185,7 +154,7 @@ func parsePlan(args []string) (Plan, error) {
 func parseCount(what, s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, errorf("%s must be a whole number, got %q", what, s)
+		return 0, fmt.Errorf("%s must be a whole number, got %q", what, s)
 	}
 	return n, nil
 }

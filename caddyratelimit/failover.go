@@ -53,8 +53,8 @@ type failoverLimiter struct {
 	clock   func() time.Time
 }
 
-// Allow implements Limiter.
-func (f *failoverLimiter) Allow(ctx context.Context, orgID string, p *Policy) (Decision, error) {
+// Allow implements limiter.
+func (f *failoverLimiter) Allow(ctx context.Context, orgID string, p *policy) (decision, error) {
 	if d, ok := f.denied.lookup(orgID, f.clock().UnixMicro(), p.Limits); ok {
 		return d, nil
 	}
@@ -90,18 +90,18 @@ func (f *failoverLimiter) Allow(ctx context.Context, orgID string, p *Policy) (D
 // redisBatcher decides n concurrent requests of an organization in one
 // Redis call (redisLimiter).
 type redisBatcher interface {
-	allowN(ctx context.Context, orgID string, p *Policy, n int64) (batchResult, error)
+	allowN(ctx context.Context, orgID string, p *policy, n int64) (batchResult, error)
 }
 
 // callRedis decides on Redis, in one round trip shared with the
 // organization's concurrent requests (see coalescer).
-func (f *failoverLimiter) callRedis(ctx context.Context, orgID string, p *Policy) (Decision, error) {
+func (f *failoverLimiter) callRedis(ctx context.Context, orgID string, p *policy) (decision, error) {
 	return f.batches.decide(ctx, f, orgID, p)
 }
 
 // runRedis makes one Redis round trip for n requests, bounded by
 // redis_timeout from when it starts.
-func (f *failoverLimiter) runRedis(ctx context.Context, orgID string, p *Policy, n int64) (batchResult, error) {
+func (f *failoverLimiter) runRedis(ctx context.Context, orgID string, p *policy, n int64) (batchResult, error) {
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, f.timeout)
 	b, err := f.redis.allowN(cctx, orgID, p, n)
@@ -122,15 +122,15 @@ func (f *failoverLimiter) redisFailing() error {
 }
 
 // fallback decides without Redis, as on_redis_error says.
-func (f *failoverLimiter) fallback(ctx context.Context, orgID string, p *Policy) (Decision, error) {
+func (f *failoverLimiter) fallback(ctx context.Context, orgID string, p *policy) (decision, error) {
 	switch f.onError {
 	case onErrorAllow:
-		return Decision{Allowed: true, Source: SourceFailOpen, Now: f.clock().UnixMicro()}, nil
+		return decision{Allowed: true, Source: sourceFailOpen, Now: f.clock().UnixMicro()}, nil
 	case onErrorDeny:
-		return Decision{}, &unavailableError{retryIn: f.breaker.retryIn()}
+		return decision{}, &unavailableError{retryIn: f.breaker.retryIn()}
 	default:
 		d, err := f.local.Allow(ctx, orgID, p)
-		d.Source = SourceFallback
+		d.Source = sourceFallback
 		return d, err
 	}
 }
@@ -164,7 +164,7 @@ type coalescer struct {
 // decided with different limits (keys with their own plan).
 type batchKey struct {
 	org    string
-	policy *Policy
+	policy *policy
 }
 
 // batch is requests waiting to be decided by one call. The first member
@@ -202,14 +202,14 @@ func inherit(err error) error {
 // redisBatchRunner makes one bounded Redis call for n requests, and says
 // whether Redis is known to be failing.
 type redisBatchRunner interface {
-	runRedis(ctx context.Context, orgID string, p *Policy, n int64) (batchResult, error)
+	runRedis(ctx context.Context, orgID string, p *policy, n int64) (batchResult, error)
 	// redisFailing returns the current outage's error, or nil.
 	redisFailing() error
 }
 
 // decide returns this request's decision, sharing a Redis call with the
 // organization's concurrent requests.
-func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID string, p *Policy) (Decision, error) {
+func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID string, p *policy) (decision, error) {
 	key := batchKey{org: orgID, policy: p}
 	c.mu.Lock()
 	waiting, busy := c.inFlight[key]
@@ -226,7 +226,7 @@ func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID stri
 		}
 		c.finished(key, outcome)
 		if err != nil {
-			return Decision{}, err
+			return decision{}, err
 		}
 		return res.decision(0), nil
 	}
@@ -261,7 +261,7 @@ func (c *coalescer) decide(ctx context.Context, run redisBatchRunner, orgID stri
 		<-b.done
 	}
 	if b.err != nil {
-		return Decision{}, b.err
+		return decision{}, b.err
 	}
 	return b.res.decision(i), nil
 }
@@ -286,8 +286,8 @@ const maxDeniedOrgs = 100_000
 
 // deniedEntry remembers a denial by Redis.
 type deniedEntry struct {
-	dec    Decision // Redis's answer
-	limits Limits   // the limits it was decided with
+	dec    decision // Redis's answer
+	limits limits   // the limits it was decided with
 	at     int64    // local µs when it was received
 	until  int64    // local µs before which no request can be admitted
 }
@@ -311,7 +311,7 @@ func newDeniedOrgs(maxOrgs int) *deniedOrgs {
 
 // lookup returns the standing denial of the organization at local time now,
 // advanced to now so that its headers stay exact.
-func (d *deniedOrgs) lookup(orgID string, now int64, l Limits) (Decision, bool) {
+func (d *deniedOrgs) lookup(orgID string, now int64, l limits) (decision, bool) {
 	sh := d.m.shardOf(orgID)
 	sh.mu.Lock()
 	e, ok := sh.m[orgID]
@@ -321,17 +321,17 @@ func (d *deniedOrgs) lookup(orgID string, now int64, l Limits) (Decision, bool) 
 	}
 	sh.mu.Unlock()
 	if !ok {
-		return Decision{}, false
+		return decision{}, false
 	}
 	dec := e.dec.advance(e.dec.Now+(now-e.at), l)
-	dec.Source = SourceFastPath
+	dec.Source = sourceFastPath
 	return dec, true
 }
 
 // remember records a denial by Redis received at local time now. When the
 // organization's shard is full of live entries it is not remembered (the
 // next request asks Redis again).
-func (d *deniedOrgs) remember(orgID string, dec Decision, now int64, l Limits) {
+func (d *deniedOrgs) remember(orgID string, dec decision, now int64, l limits) {
 	e := deniedEntry{dec: dec, limits: l, at: now, until: now + (dec.retryAt(l) - dec.Now)}
 	sh := d.m.shardOf(orgID)
 	sh.mu.Lock()
@@ -519,7 +519,7 @@ func (rl *RateLimit) redisHealth(onError string) tenant.Check {
 
 // Interface guards
 var (
-	_ Limiter          = (*failoverLimiter)(nil)
+	_ limiter          = (*failoverLimiter)(nil)
 	_ redisBatchRunner = (*failoverLimiter)(nil)
 	_ redisBatcher     = (*redisLimiter)(nil)
 )

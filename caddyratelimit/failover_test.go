@@ -23,7 +23,7 @@ type countingLimiter struct {
 	calls atomic.Int64
 }
 
-func (c *countingLimiter) allowN(ctx context.Context, org string, p *Policy, n int64) (batchResult, error) {
+func (c *countingLimiter) allowN(ctx context.Context, org string, p *policy, n int64) (batchResult, error) {
 	c.calls.Add(1)
 	return c.inner.allowN(ctx, org, p, n)
 }
@@ -69,18 +69,18 @@ func newFailoverFixture(t *testing.T, onError string, timeout time.Duration) *fa
 	}
 }
 
-func (fx *failoverFixture) allow(t *testing.T, org string, p *Policy) (Decision, error) {
+func (fx *failoverFixture) allow(t *testing.T, org string, p *policy) (decision, error) {
 	t.Helper()
 	return fx.f.Allow(context.Background(), org, p)
 }
 
 // restoreAndExpectRedis ends the outage, lets the backoff pass, and checks
 // that the next decision comes from Redis.
-func (fx *failoverFixture) restoreAndExpectRedis(t *testing.T, p *Policy) {
+func (fx *failoverFixture) restoreAndExpectRedis(t *testing.T, p *policy) {
 	t.Helper()
 	fx.proxy.Restore()
 	fx.clock.Advance(minBackoff)
-	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
+	if d := decide(t, fx.f, "org", p); d.Source != sourceRedis {
 		t.Fatalf("after restore: %+v, want a decision by Redis", d)
 	}
 }
@@ -88,7 +88,7 @@ func (fx *failoverFixture) restoreAndExpectRedis(t *testing.T, p *Policy) {
 func TestFailoverLocalKeepsDeciding(t *testing.T) {
 	fx := newFailoverFixture(t, onErrorLocal, 200*time.Millisecond)
 	p := newPolicy("tiny", tinyLimits)
-	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis || !d.Allowed {
+	if d := decide(t, fx.f, "org", p); d.Source != sourceRedis || !d.Allowed {
 		t.Fatalf("healthy Redis: %+v", d)
 	}
 
@@ -96,7 +96,7 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 	ok, denied := 0, 0
 	for i := 0; i < 30; i++ {
 		d := decide(t, fx.f, "org", p) // an error would fail the test
-		if d.Source != SourceFallback {
+		if d.Source != sourceFallback {
 			t.Fatalf("request %d during the outage decided by %s, want fallback", i, d.Source)
 		}
 		if d.Allowed {
@@ -115,7 +115,7 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 	fx.proxy.Restore()
 	fx.clock.Advance(minBackoff)
 	d := decide(t, fx.f, "org", p)
-	if d.Source != SourceRedis {
+	if d.Source != sourceRedis {
 		t.Fatalf("after restore and backoff: decided by %s, want redis", d.Source)
 	}
 	if d.DayUsed != 2 {
@@ -124,7 +124,7 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 	if fx.shared.breaker.failing.Load() {
 		t.Fatal("breaker still failing after Redis answered")
 	}
-	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
+	if d := decide(t, fx.f, "org", p); d.Source != sourceRedis {
 		t.Fatalf("second request after recovery decided by %s", d.Source)
 	}
 }
@@ -137,11 +137,11 @@ func TestFailoverLocalKeepsDeciding(t *testing.T) {
 func TestFallbackStartsFromTheLastRedisState(t *testing.T) {
 	for _, c := range []struct {
 		name   string
-		limits Limits
+		limits limits
 		kind   limitType
 	}{
-		{"daily quota", Limits{PerMinute: 600, PerDay: 10, Burst: 0}, limitTypeDay},
-		{"minute bucket", Limits{PerMinute: 6, PerDay: 1000, Burst: 4}, limitTypeMinute},
+		{"daily quota", limits{PerMinute: 600, PerDay: 10, Burst: 0}, limitTypeDay},
+		{"minute bucket", limits{PerMinute: 6, PerDay: 1000, Burst: 4}, limitTypeMinute},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fx := newFailoverFixture(t, onErrorLocal, 200*time.Millisecond)
@@ -153,7 +153,7 @@ func TestFallbackStartsFromTheLastRedisState(t *testing.T) {
 			ok := 0
 			for i := 0; i < 10; i++ {
 				d := decide(t, fx.f, "org", p)
-				if d.Source != SourceFallback {
+				if d.Source != sourceFallback {
 					t.Fatalf("request %d during the outage decided by %s", i, d.Source)
 				}
 				if d.Allowed {
@@ -175,7 +175,7 @@ func TestFailoverAllowAdmits(t *testing.T) {
 	fx.proxy.Cut()
 	for i := 0; i < 30; i++ {
 		d := decide(t, fx.f, "org", p)
-		if !d.Allowed || d.Source != SourceFailOpen {
+		if !d.Allowed || d.Source != sourceFailOpen {
 			t.Fatalf("request %d: %+v, want admitted fail-open", i, d)
 		}
 	}
@@ -247,7 +247,7 @@ func TestDenyRecoversWithinASecondOfRedisReturning(t *testing.T) {
 // decided in process at once. Counted, not timed.
 func TestHungRedisCostsOneTimeoutPerBackoff(t *testing.T) {
 	fx := newFailoverFixture(t, onErrorLocal, 50*time.Millisecond)
-	p := newPolicy("big", Limits{PerMinute: 1000, PerDay: 100000})
+	p := newPolicy("big", limits{PerMinute: 1000, PerDay: 100000})
 	decide(t, fx.f, "org", p)
 	base := fx.redis.calls.Load()
 
@@ -296,11 +296,11 @@ func TestHungRedisCostsOneTimeoutPerBackoff(t *testing.T) {
 
 	fx.proxy.Restore()
 	fx.clock.Advance(maxBackoff)
-	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
+	if d := decide(t, fx.f, "org", p); d.Source != sourceRedis {
 		t.Fatalf("after Redis came back: decided by %s", d.Source)
 	}
 	for i := 0; i < 10; i++ {
-		if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
+		if d := decide(t, fx.f, "org", p); d.Source != sourceRedis {
 			t.Fatalf("request %d after recovery decided by %s", i, d.Source)
 		}
 	}
@@ -314,12 +314,12 @@ func TestHungRedisCostsOneTimeoutPerBackoff(t *testing.T) {
 // as that call times out: no second call, so no second timeout.
 func TestHungRedisBatchPaysNoSecondTimeout(t *testing.T) {
 	fx := newFailoverFixture(t, onErrorLocal, 300*time.Millisecond)
-	p := newPolicy("big", Limits{PerMinute: 1000, PerDay: 100000})
+	p := newPolicy("big", limits{PerMinute: 1000, PerDay: 100000})
 	decide(t, fx.f, "org", p)
 	base := fx.redis.calls.Load()
 	fx.proxy.SetMode(faultproxy.Hang)
 
-	results := make(chan Decision, 20)
+	results := make(chan decision, 20)
 	ask := func() {
 		d, err := fx.allow(t, "org", p)
 		if err != nil {
@@ -338,7 +338,7 @@ func TestHungRedisBatchPaysNoSecondTimeout(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	for range 20 {
-		if d := <-results; d.Source != SourceFallback {
+		if d := <-results; d.Source != sourceFallback {
 			t.Errorf("decided by %s, want the fallback", d.Source)
 		}
 	}
@@ -354,13 +354,13 @@ func TestOverLimitFastPath(t *testing.T) {
 		decide(t, fx.f, "org", p)
 	}
 	first := decide(t, fx.f, "org", p)
-	if first.Allowed || first.Source != SourceRedis {
+	if first.Allowed || first.Source != sourceRedis {
 		t.Fatalf("11th request: %+v, want denied by Redis", first)
 	}
 	calls := fx.redis.calls.Load()
 	for i := 0; i < 100; i++ {
 		d := decide(t, fx.f, "org", p)
-		if d.Allowed || d.Source != SourceFastPath {
+		if d.Allowed || d.Source != sourceFastPath {
 			t.Fatalf("repeat %d: %+v, want a fast-path denial", i, d)
 		}
 		if d.DayUsed != 10 || d.remainingMinute() != 0 {
@@ -371,19 +371,19 @@ func TestOverLimitFastPath(t *testing.T) {
 		t.Fatalf("100 repeated denials made %d Redis calls, want 0", got-calls)
 	}
 	// Another organization still goes to Redis.
-	if d := decide(t, fx.f, "other", p); d.Source != SourceRedis || !d.Allowed {
+	if d := decide(t, fx.f, "other", p); d.Source != sourceRedis || !d.Allowed {
 		t.Fatalf("other organization: %+v", d)
 	}
 	// The standing denial counts down on the local clock...
 	fx.clock.Advance(4 * time.Second)
 	d := decide(t, fx.f, "org", p)
-	if d.Source != SourceFastPath || d.retryAfter(p.Limits) != first.retryAfter(p.Limits)-4 {
+	if d.Source != sourceFastPath || d.retryAfter(p.Limits) != first.retryAfter(p.Limits)-4 {
 		t.Fatalf("4 s later: source %s, Retry-After %d; want fast path, %d", d.Source, d.retryAfter(p.Limits), first.retryAfter(p.Limits)-4)
 	}
 	// ...and ends when a token is due: Redis decides again.
 	fx.clock.Advance(6 * time.Second)
 	calls = fx.redis.calls.Load()
-	if d := decide(t, fx.f, "org", p); d.Source != SourceRedis {
+	if d := decide(t, fx.f, "org", p); d.Source != sourceRedis {
 		t.Fatalf("after the denial expired: decided by %s", d.Source)
 	}
 	if fx.redis.calls.Load() != calls+1 {
@@ -428,7 +428,7 @@ type blockingRunner struct {
 	failing error // what redisFailing reports
 }
 
-func (r *blockingRunner) runRedis(ctx context.Context, _ string, _ *Policy, n int64) (batchResult, error) {
+func (r *blockingRunner) runRedis(ctx context.Context, _ string, _ *policy, n int64) (batchResult, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, n)
 	r.mu.Unlock()
@@ -461,7 +461,7 @@ func TestCoalescerBatchesRequestsThatArriveDuringACall(t *testing.T) {
 	var c coalescer
 	key := batchKey{org: "org", policy: p}
 
-	results := make(chan Decision, 11)
+	results := make(chan decision, 11)
 	go func() { d, _ := c.decide(context.Background(), run, "org", p); results <- d }()
 	for len(callsOf(run)) == 0 {
 		time.Sleep(time.Millisecond)
@@ -580,8 +580,8 @@ func TestCoalescerBatchAfterAnAbandonedCallFollowsTheBreaker(t *testing.T) {
 // exactly capacity admitted, and the daily count shows no denial charged.
 func TestCoalescedExactnessAcrossInstances(t *testing.T) {
 	client, prefix := newTestRedis(t)
-	p := newPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99}) // capacity 100
-	var instances []Limiter
+	p := newPolicy("exact", limits{PerMinute: 1, PerDay: 100000, Burst: 99}) // capacity 100
+	var instances []limiter
 	for range 2 {
 		opts, err := redisConfig{addr: client.Options().Addr}.options()
 		if err != nil {

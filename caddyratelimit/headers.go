@@ -17,8 +17,8 @@ const (
 	hdrResetMinute     = "X-Ratelimit-Reset-Minute"
 	hdrResetDay        = "X-Ratelimit-Reset-Day"
 	hdrBurst           = "X-Ratelimit-Burst"
-	hdrPolicy          = "Ratelimit-Policy" // draft-ietf-httpapi-ratelimit-headers §3
-	hdrRateLimit       = "Ratelimit"        // draft-ietf-httpapi-ratelimit-headers §4
+	hdrPolicy          = "Ratelimit-Policy" // draft-ietf-httpapi-ratelimit-headers, section 3
+	hdrRateLimit       = "Ratelimit"        // draft-ietf-httpapi-ratelimit-headers, section 4
 	hdrRetryAfter      = "Retry-After"
 )
 
@@ -36,7 +36,7 @@ type headerWriter struct {
 }
 
 // write sets every rate-limit header for a decision.
-func (hw *headerWriter) write(h http.Header, p *Policy, d *Decision) {
+func (hw *headerWriter) write(h http.Header, p *policy, d *decision) {
 	l := p.Limits
 	var buf [192]byte
 	b := strconv.AppendInt(buf[:0], d.remainingMinute(), 10)
@@ -65,7 +65,7 @@ func (hw *headerWriter) write(h http.Header, p *Policy, d *Decision) {
 
 // writeStatic sets only the headers that do not depend on state: for a
 // request admitted by on_redis_error allow, whose remaining quota is unknown.
-func (hw *headerWriter) writeStatic(h http.Header, p *Policy) {
+func (hw *headerWriter) writeStatic(h http.Header, p *policy) {
 	vals := make([]string, 4)
 	vals[0], vals[1], vals[2], vals[3] = p.limitMinute, p.limitDay, p.burst, p.policy
 	h[hdrLimitMinute] = vals[0:1:1]
@@ -74,10 +74,10 @@ func (hw *headerWriter) writeStatic(h http.Header, p *Policy) {
 	h[hdrPolicy] = vals[3:4:4]
 }
 
-// appendRateLimit appends the RateLimit field (draft §4): remaining units
+// appendRateLimit appends the RateLimit field (the draft's section 4): remaining units
 // (r) and seconds until more are available (t) for the minute bucket (no t
 // when it is full) and the day.
-func appendRateLimit(b []byte, d *Decision, l Limits) []byte {
+func appendRateLimit(b []byte, d *decision, l limits) []byte {
 	b = append(b, `"minute";r=`...)
 	b = strconv.AppendInt(b, d.remainingMinute(), 10)
 	if next := untilNextToken(d.Tokens, l); next > 0 {

@@ -16,11 +16,11 @@ func TestHeaderValues(t *testing.T) {
 
 	cases := []struct {
 		name string
-		do   func() Decision
+		do   func() decision
 		want map[string]string
 	}{{
 		name: "first request",
-		do:   func() Decision { return decide(t, l, "org", p) },
+		do:   func() decision { return decide(t, l, "org", p) },
 		want: map[string]string{
 			"X-RateLimit-Limit-Minute":     "6",
 			"X-RateLimit-Limit-Day":        "1000",
@@ -36,7 +36,7 @@ func TestHeaderValues(t *testing.T) {
 		},
 	}, {
 		name: "empty bucket, 4 s later",
-		do: func() Decision {
+		do: func() decision {
 			admitted(t, l, "org", p, 9)
 			clock.Advance(4 * time.Second)
 			return decide(t, l, "org", p)
@@ -50,7 +50,7 @@ func TestHeaderValues(t *testing.T) {
 		},
 	}, {
 		name: "another organization an hour later",
-		do: func() Decision {
+		do: func() decision {
 			clock.Advance(time.Hour)
 			return decide(t, l, "other", p)
 		},
@@ -74,7 +74,7 @@ func TestHeaderValues(t *testing.T) {
 func TestRateLimitFieldOmitsResetWhenFull(t *testing.T) {
 	p := newPolicy("tiny", tinyLimits)
 	now := mustTime(t, "2026-01-25T23:00:00Z").UnixMicro()
-	d := Decision{Tokens: 10 * microTokens, Now: now}
+	d := decision{Tokens: 10 * microTokens, Now: now}
 	got := string(appendRateLimit(nil, &d, p.Limits))
 	if want := `"minute";r=10, "day";r=1000;t=3600`; got != want {
 		t.Errorf("RateLimit = %q, want %q", got, want)
@@ -97,7 +97,7 @@ func TestHeaderSlicesAreNotShared(t *testing.T) {
 	// the value other requests get.
 	p := newPolicy("tiny", tinyLimits)
 	hw := new(headerWriter)
-	d := Decision{Tokens: microTokens, Now: time.Now().UnixMicro()}
+	d := decision{Tokens: microTokens, Now: time.Now().UnixMicro()}
 	h1, h2 := http.Header{}, http.Header{}
 	hw.write(h1, p, &d)
 	h1["X-Ratelimit-Limit-Minute"][0] = "tampered"

@@ -2,6 +2,7 @@ package caddyratelimit
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,7 @@ const localSweepInterval = 30 * time.Second
 // localEntry is one organization's state in process.
 type localEntry struct {
 	st     bucketState
-	limits Limits // as of the last decision, to tell when the state is idle
+	limits limits // as of the last decision, to tell when the state is idle
 	seen   int64  // µs of the last decision
 }
 
@@ -56,23 +57,20 @@ func newLocalLimiter(maxOrgs int, clock func() time.Time) *localLimiter {
 	return l
 }
 
-// Allow implements Limiter. It never fails.
-func (l *localLimiter) Allow(_ context.Context, orgID string, p *Policy) (Decision, error) {
+// Allow implements limiter. It never fails.
+func (l *localLimiter) Allow(_ context.Context, orgID string, p *policy) (decision, error) {
 	d := l.allow(orgID, p.Limits, l.clock().UnixMicro())
-	d.Source = SourceLocal
+	d.Source = sourceLocal
 	return d, nil
 }
 
-func (l *localLimiter) allow(orgID string, lim Limits, now int64) Decision {
+func (l *localLimiter) allow(orgID string, lim limits, now int64) decision {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
 	e := sh.m[orgID]
 	if e == nil {
-		if l.orgs.full(sh) {
-			l.makeRoom(sh, now)
-		}
-		e = &localEntry{st: newBucket(now, lim)}
-		sh.m[orgID] = e
+		e = l.addLocked(sh, orgID, now)
+		e.st = newBucket(now, lim)
 	}
 	d := e.st.take(now, lim)
 	e.limits, e.seen = lim, now
@@ -85,20 +83,28 @@ func (l *localLimiter) allow(orgID string, lim Limits, now int64) Decision {
 // that a fallback decision, should Redis fail, continues from it instead of
 // from a fresh bucket and quota. It costs one shard lock per Redis answer,
 // and an allocation the first time an organization is seen.
-func (l *localLimiter) learn(orgID string, lim Limits, tokens, dayUsed, redisNow, now int64) {
+func (l *localLimiter) learn(orgID string, lim limits, tokens, dayUsed, redisNow, now int64) {
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
 	e := sh.m[orgID]
 	if e == nil {
-		if l.orgs.full(sh) {
-			l.makeRoom(sh, now)
-		}
-		e = new(localEntry)
-		sh.m[orgID] = e
+		e = l.addLocked(sh, orgID, now)
 	}
 	e.st = bucketState{tokens: tokens, ts: now, day: redisNow / usPerDay, used: dayUsed}
 	e.limits, e.seen = lim, now
 	sh.mu.Unlock()
+}
+
+// addLocked adds an empty entry for orgID to the locked shard sh, making
+// room in a full shard first, and returns it. Callers look the entry up
+// first themselves, so that a known organization costs no call.
+func (l *localLimiter) addLocked(sh *shard[*localEntry], orgID string, now int64) *localEntry {
+	if l.orgs.full(sh) {
+		l.makeRoom(sh, now)
+	}
+	e := new(localEntry)
+	sh.m[orgID] = e
+	return e
 }
 
 // makeRoom frees a slot in a full, locked shard: idle entries first, else
@@ -161,7 +167,7 @@ func loadLocal() (*localLimiter, error) {
 		return newLocalLimiter(defaultMaxLocalOrgs, nil), nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sharing the in-process limiter: %w", err)
 	}
 	return v.(*localLimiter), nil
 }
@@ -242,6 +248,6 @@ func sweepShard[V any](sh *shard[V], drop func(V) bool) (removed int) {
 
 // Interface guards
 var (
-	_ Limiter          = (*localLimiter)(nil)
+	_ limiter          = (*localLimiter)(nil)
 	_ caddy.Destructor = (*localLimiter)(nil)
 )

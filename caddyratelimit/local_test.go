@@ -42,7 +42,7 @@ func TestLocalLimiterIsBounded(t *testing.T) {
 func TestExactnessInProcess(t *testing.T) {
 	l := newLocalLimiter(100, nil)
 	defer l.Destruct()
-	p := newPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99})
+	p := newPolicy("exact", limits{PerMinute: 1, PerDay: 100000, Burst: 99})
 	if ok, _ := decideConcurrently(t, 600, "org", p, l); ok != 100 {
 		t.Fatalf("admitted %d of 600, want exactly 100", ok)
 	}

@@ -1,20 +1,15 @@
 package caddyratelimit
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metricsPool shares one set of collectors across config reloads, so
-// counters keep counting when Caddy swaps configs (each config has its own
-// registry; the collectors are registered with every one).
-var metricsPool = caddy.NewUsagePool()
-
-const metricsPoolKey = "tenant_ratelimit"
+// metricsName names the limiter's collectors among the shared ones: one
+// set for the process, so counters survive reloads.
+const metricsName = "tenant_ratelimit"
 
 // result is the outcome label of the decisions metric.
 type result uint8
@@ -65,22 +60,9 @@ func newMetrics() *metrics {
 	}
 }
 
-// Destruct implements caddy.Destructor.
-func (*metrics) Destruct() error { return nil }
-
-// register adds the collectors to a config's registry. Registering them
-// again in the same registry (a second handler) is fine.
-func (m *metrics) register(reg *prometheus.Registry) error {
-	for _, c := range []prometheus.Collector{m.decisions, m.redisErrors, m.redisDuration, m.fallbackActive} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) && are.ExistingCollector == c {
-				continue
-			}
-			return err
-		}
-	}
-	return nil
+// Collectors implements sharedmetrics.Set.
+func (m *metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.decisions, m.redisErrors, m.redisDuration, m.fallbackActive}
 }
 
 // forPlan returns the plan's counters, shared by all policies of the plan.
@@ -106,7 +88,7 @@ type planCounters struct {
 
 type counterBox struct{ prometheus.Counter }
 
-func (pc *planCounters) inc(r result, s Source) {
+func (pc *planCounters) inc(r result, s decisionSource) {
 	slot := &pc.c[r][s]
 	b := slot.Load()
 	if b == nil {
@@ -115,6 +97,3 @@ func (pc *planCounters) inc(r result, s Source) {
 	}
 	b.Inc()
 }
-
-// Interface guard
-var _ caddy.Destructor = (*metrics)(nil)

@@ -55,14 +55,14 @@ func (rl *RateLimit) PeekLimits(ctx context.Context, id *tenant.Identity) (tenan
 		// The fallback that decides while this Redis fails, which
 		// continues from the state Redis last reported.
 		d = rl.shared.fallback.peek(id.OrgID, p.Limits, time.Now().UnixMicro())
-		d.Source = SourceFallback
+		d.Source = sourceFallback
 		return limitState(p, d), nil
 	}
 	return tenant.LimitState{}, fmt.Errorf("reading the rate-limit state from Redis: %w", err)
 }
 
 // limitState renders a decision-shaped snapshot for the tenant package.
-func limitState(p *Policy, d Decision) tenant.LimitState {
+func limitState(p *policy, d decision) tenant.LimitState {
 	l := p.Limits
 	micros := func(us int64) time.Time { return time.UnixMicro(us).UTC() }
 	return tenant.LimitState{
@@ -81,8 +81,8 @@ func limitState(p *Policy, d Decision) tenant.LimitState {
 
 // peek returns the organization's state at now without changing it: a
 // fresh organization has a full bucket and nothing used today.
-func (l *localLimiter) peek(orgID string, lim Limits, now int64) Decision {
-	d := Decision{Source: SourceLocal, Tokens: lim.capacity() * microTokens, Now: now}
+func (l *localLimiter) peek(orgID string, lim limits, now int64) decision {
+	d := decision{Source: sourceLocal, Tokens: lim.capacity() * microTokens, Now: now}
 	sh := l.orgs.shardOf(orgID)
 	sh.mu.Lock()
 	if e := sh.m[orgID]; e != nil {
@@ -96,22 +96,22 @@ func (l *localLimiter) peek(orgID string, lim Limits, now int64) Decision {
 // peek reads the organization's state from Redis (peek.lua: one round
 // trip, on Redis's clock) and refills the bucket to now as limiter.lua
 // would.
-func (r *redisLimiter) peek(ctx context.Context, orgID string, lim Limits) (Decision, error) {
+func (r *redisLimiter) peek(ctx context.Context, orgID string, lim limits) (decision, error) {
 	keys := r.keys(orgID)
 	res, err := peekScript.Run(ctx, r.client, keys[:]).Slice()
 	if err != nil {
-		return Decision{}, fmt.Errorf("rate-limit peek script: %w", err)
+		return decision{}, fmt.Errorf("rate-limit peek script: %w", err)
 	}
 	if len(res) != 3 {
-		return Decision{}, fmt.Errorf("rate-limit peek script: got %d values, want 3", len(res))
+		return decision{}, fmt.Errorf("rate-limit peek script: got %d values, want 3", len(res))
 	}
 	bucket, _ := res[0].(string)
 	counter, _ := res[1].(string)
 	now, ok := res[2].(int64)
 	if !ok {
-		return Decision{}, fmt.Errorf("rate-limit peek script: time is %T", res[2])
+		return decision{}, fmt.Errorf("rate-limit peek script: time is %T", res[2])
 	}
-	d := Decision{Source: SourceRedis, Tokens: lim.capacity() * microTokens, Now: now}
+	d := decision{Source: sourceRedis, Tokens: lim.capacity() * microTokens, Now: now}
 	if held, ts, ok := parsePair(bucket); ok {
 		d.Tokens = refilled(min(held, d.Tokens), ts, now, lim)
 	}

@@ -46,7 +46,7 @@ func TestRedisPeekMatchesDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.remainingMinute() != 10 || d.DayUsed != 0 || d.Source != SourceRedis {
+	if d.remainingMinute() != 10 || d.DayUsed != 0 || d.Source != sourceRedis {
 		t.Fatalf("unseen organization: %+v, want a full bucket from Redis", d)
 	}
 	if got := admitted(t, l, "org", p, 4); got != 4 {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
@@ -19,15 +18,17 @@ import (
 type Plan struct {
 	// Name is the plan tier as tenant_auth reports it (the key's or the
 	// organization's plan): 1-64 characters of letters, digits, "." "_" "-".
-	// Required.
+	// Default: none (required).
 	Name string `json:"name"`
 
 	// PerMinute is the sustained rate: the bucket refills continuously at
-	// this many tokens per 60 seconds. Must be positive. Required.
+	// this many tokens per 60 seconds. A positive whole number; per_minute
+	// plus burst is at most 100000000. Default: none (required).
 	PerMinute int64 `json:"per_minute"`
 
-	// PerDay is the daily quota, per UTC calendar day (reset at 00:00 UTC).
-	// Must be positive. Required.
+	// PerDay is the daily quota, per UTC calendar day (reset at 00:00 UTC):
+	// a positive whole number, at most 1000000000000. Default: none
+	// (required).
 	PerDay int64 `json:"per_day"`
 
 	// Burst is extra bucket capacity on top of per_minute, so an idle
@@ -36,13 +37,13 @@ type Plan struct {
 }
 
 // limits returns the plan's limits.
-func (p Plan) limits() Limits {
-	return Limits{PerMinute: p.PerMinute, PerDay: p.PerDay, Burst: p.Burst}
+func (p Plan) limits() limits {
+	return limits{PerMinute: p.PerMinute, PerDay: p.PerDay, Burst: p.Burst}
 }
 
 // validate checks the plan's name and limits.
 func (p Plan) validate() error {
-	if len(p.Name) > 64 || !tenant.ValidRequestID(p.Name) {
+	if !tenant.ValidPlanName(p.Name) {
 		return fmt.Errorf("plan name %q: want 1-64 characters of letters, digits, '.', '_', '-'", p.Name)
 	}
 	if err := p.limits().validate(); err != nil {
@@ -67,11 +68,7 @@ func defaultPlans() []Plan {
 // this handler, or a plan listed in TENANT_PLANS in the server's
 // environment (the CLI accepts those for organizations and keys). Without
 // this check such requests would fail with 500 at run time.
-func checkRequiredPlans(ctx caddy.Context, plans []Plan) error {
-	registry, err := tenant.PlansFromContext(ctx)
-	if err != nil {
-		return err
-	}
+func checkRequiredPlans(registry *tenant.Registry, plans []Plan) error {
 	names := make([]string, len(plans))
 	for i, p := range plans {
 		names[i] = p.Name
@@ -80,7 +77,7 @@ func checkRequiredPlans(ctx caddy.Context, plans []Plan) error {
 		return fmt.Errorf("plan %q of %s has no limits in this tenant_ratelimit (its plans: %s): add a line \"plan %s <per_minute> <per_day> [burst <n>]\" to tenant_ratelimit, or %s",
 			plan, source, strings.Join(names, ", "), plan, fix)
 	}
-	source, required := registry.Required()
+	source, required := registry.RequiredPlans()
 	for _, plan := range required {
 		if !slices.Contains(names, plan) {
 			return missing(plan, source, "give the key one of its plans")
@@ -105,9 +102,9 @@ const (
 	maxPerDay   = 1_000_000_000_000
 )
 
-// Limits are the effective limits of one organization: its plan's, with
+// limits are the effective limits of one organization: its plan's, with
 // the organization's overrides from the key store applied.
-type Limits struct {
+type limits struct {
 	// PerMinute is the bucket's refill rate: tokens per 60 s.
 	PerMinute int64
 	// PerDay is the number of requests admitted per UTC calendar day.
@@ -117,11 +114,11 @@ type Limits struct {
 }
 
 // capacity is the most tokens the minute bucket holds.
-func (l Limits) capacity() int64 { return l.PerMinute + l.Burst }
+func (l limits) capacity() int64 { return l.PerMinute + l.Burst }
 
 // validate checks that the limits are usable: positive rates, a
 // non-negative burst, and values within the bounds the Lua script handles.
-func (l Limits) validate() error {
+func (l limits) validate() error {
 	switch {
 	case l.PerMinute <= 0:
 		return fmt.Errorf("per_minute must be a positive integer, got %d", l.PerMinute)
@@ -140,7 +137,7 @@ func (l Limits) validate() error {
 // withOverrides returns the limits with the organization's overrides from
 // the key store applied: a zero PerMinute or PerDay keeps the plan's, and
 // Burst applies only when set.
-func withOverrides(l Limits, o tenant.LimitOverrides) Limits {
+func withOverrides(l limits, o tenant.LimitOverrides) limits {
 	if o.PerMinute != 0 {
 		l.PerMinute = o.PerMinute
 	}
@@ -153,14 +150,14 @@ func withOverrides(l Limits, o tenant.LimitOverrides) Limits {
 	return l
 }
 
-// Policy is the limits one request is decided with, plus everything about
+// policy is the limits one request is decided with, plus everything about
 // them that does not change per request, built once: the static header
 // values and the Redis script's arguments.
-type Policy struct {
+type policy struct {
 	// Plan is the plan the limits come from.
 	Plan string
 	// Limits are the effective limits.
-	Limits Limits
+	Limits limits
 
 	limitMinute string // X-RateLimit-Limit-Minute
 	limitDay    string // X-RateLimit-Limit-Day
@@ -171,17 +168,17 @@ type Policy struct {
 }
 
 // newPolicy builds the policy for limits of a plan.
-func newPolicy(plan string, l Limits) *Policy {
+func newPolicy(plan string, l limits) *policy {
 	capacity := strconv.FormatInt(l.capacity(), 10)
 	perMinute := strconv.FormatInt(l.PerMinute, 10)
 	perDay := strconv.FormatInt(l.PerDay, 10)
-	return &Policy{
+	return &policy{
 		Plan:        plan,
 		Limits:      l,
 		limitMinute: perMinute,
 		limitDay:    perDay,
 		burst:       strconv.FormatInt(l.Burst, 10),
-		// draft-ietf-httpapi-ratelimit-headers-10 §3: a List of quota
+		// draft-ietf-httpapi-ratelimit-headers-10, section 3: a List of quota
 		// policies; q is what a full bucket (or a fresh day) admits.
 		policy:     `"minute";q=` + capacity + `;w=60, "day";q=` + perDay + `;w=86400`,
 		scriptArgs: []any{perMinute, capacity, perDay},
@@ -201,20 +198,20 @@ type overrideKey struct {
 
 // policies resolves a request's identity to the policy it is decided with.
 type policies struct {
-	plans  map[string]*Policy
+	plans  map[string]*policy
 	logger *zap.Logger
 	m      *metrics
 
 	mu         sync.RWMutex
-	overridden map[overrideKey]*Policy
+	overridden map[overrideKey]*policy
 }
 
 func newPolicies(plans []Plan, m *metrics, logger *zap.Logger) *policies {
 	ps := &policies{
-		plans:      make(map[string]*Policy, len(plans)),
+		plans:      make(map[string]*policy, len(plans)),
 		logger:     logger,
 		m:          m,
-		overridden: make(map[overrideKey]*Policy),
+		overridden: make(map[overrideKey]*policy),
 	}
 	for _, p := range plans {
 		ps.plans[p.Name] = ps.build(p.Name, p.limits())
@@ -222,7 +219,7 @@ func newPolicies(plans []Plan, m *metrics, logger *zap.Logger) *policies {
 	return ps
 }
 
-func (ps *policies) build(plan string, l Limits) *Policy {
+func (ps *policies) build(plan string, l limits) *policy {
 	p := newPolicy(plan, l)
 	p.counters = ps.m.forPlan(plan)
 	return p
@@ -232,7 +229,7 @@ func (ps *policies) build(plan string, l Limits) *Policy {
 // Overrides that make no valid limits (say a negative value in the
 // database) are logged once and ignored, so a bad row neither locks the
 // organization out nor lifts its limits.
-func (ps *policies) lookup(id *tenant.Identity) *Policy {
+func (ps *policies) lookup(id *tenant.Identity) *policy {
 	base := ps.plans[id.Plan]
 	if base == nil || id.Limits.IsZero() {
 		return base

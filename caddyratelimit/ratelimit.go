@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
@@ -48,8 +49,9 @@ type RateLimit struct {
 	// a Redis Cluster; or a redis:// or rediss:// (TLS) URL, which may name
 	// a Sentinel master with ?master_name=NAME&addr=HOST:PORT. Placeholders
 	// such as {env.REDIS_ADDR} are expanded when the config is loaded, in
-	// the server's environment. Empty (also after expansion): the limiter
-	// runs in process, with limits per gateway instance. Default: empty.
+	// the server's environment. Default: none (the limiter runs in
+	// process, with limits per gateway instance; also when the value
+	// expands to nothing).
 	RedisAddr string `json:"redis_addr,omitempty"`
 
 	// RedisPassword authenticates to Redis (AUTH). Overrides a password in
@@ -88,7 +90,7 @@ type RateLimit struct {
 	// enterprise (10 000, 1 000 000, burst 5 000).
 	Plans []Plan `json:"plans,omitempty"`
 
-	limiter  Limiter
+	limiter  limiter
 	policies *policies
 	headers  *headerWriter
 	metrics  *metrics
@@ -100,12 +102,12 @@ type RateLimit struct {
 	timeout  time.Duration // effective redis_timeout
 }
 
-// Limiter decides whether one request of an organization may pass under a
+// limiter decides whether one request of an organization may pass under a
 // policy, taking one token and one daily unit when it does. The handler
 // uses the Redis limiter (shared by every gateway on one Redis, wrapped in
 // the failure policy) or the in-process one.
-type Limiter interface {
-	Allow(ctx context.Context, orgID string, p *Policy) (Decision, error)
+type limiter interface {
+	Allow(ctx context.Context, orgID string, p *policy) (decision, error)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -127,7 +129,11 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	if len(plans) == 0 {
 		plans = defaultPlans()
 	}
-	if err := checkRequiredPlans(ctx, plans); err != nil {
+	registry, err := tenant.RegistryFromContext(ctx)
+	if err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
+	}
+	if err := checkRequiredPlans(registry, plans); err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.timeout = time.Duration(rl.RedisTimeout)
@@ -135,33 +141,24 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 		rl.timeout = defaultRedisTimeout
 	}
 
-	m, _, err := metricsPool.LoadOrNew(metricsPoolKey, func() (caddy.Destructor, error) { return newMetrics(), nil })
-	if err != nil {
-		return err
-	}
-	rl.metrics = m.(*metrics)
-	if err := rl.metrics.register(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("tenant_ratelimit: registering metrics: %w", err)
+	if rl.metrics, err = sharedmetrics.Acquire(metricsName, ctx.GetMetricsRegistry(), newMetrics); err != nil {
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.policies = newPolicies(plans, rl.metrics, rl.logger)
 
 	// The admin API and the tenants' usage report read the live state
-	// through the config's limiter registry (peek.go).
-	limiters, err := tenant.LimitersFromContext(ctx)
-	if err != nil {
-		return fmt.Errorf("tenant_ratelimit: %w", err)
-	}
-	limiters.Register(rl)
+	// through the config's registry (peek.go).
+	registry.RegisterLimiter(rl)
 
 	opts, err := rl.expandRedisSettings(caddy.NewReplacer())
 	if err != nil {
 		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	if opts != nil {
-		return rl.provisionRedis(ctx, opts)
+		return rl.provisionRedis(ctx, registry, opts)
 	}
 	if rl.local, err = loadLocal(); err != nil {
-		return err
+		return fmt.Errorf("tenant_ratelimit: %w", err)
 	}
 	rl.limiter = rl.local
 	rl.logger.Info("rate limiter in process (no redis_addr): limits apply per gateway instance")
@@ -212,14 +209,15 @@ func (rl *RateLimit) checkRedisSettings() error {
 	return err
 }
 
-// provisionRedis sets up the Redis limiter with its failure policy.
-func (rl *RateLimit) provisionRedis(ctx caddy.Context, opts *redis.UniversalOptions) error {
+// provisionRedis sets up the Redis limiter with its failure policy, and
+// registers Redis's readiness check.
+func (rl *RateLimit) provisionRedis(ctx caddy.Context, registry *tenant.Registry, opts *redis.UniversalOptions) error {
 	rl.redisKey = poolKey(opts)
 	v, _, err := redisPool.LoadOrNew(rl.redisKey, func() (caddy.Destructor, error) {
 		return newSharedRedis(opts, rl.metrics, rl.logger), nil
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("tenant_ratelimit: sharing the Redis client: %w", err)
 	}
 	rl.shared = v.(*sharedRedis)
 	rl.shared.logger.Store(rl.logger)
@@ -237,13 +235,9 @@ func (rl *RateLimit) provisionRedis(ctx caddy.Context, opts *redis.UniversalOpti
 		m:       rl.metrics,
 		clock:   time.Now,
 	}
-	health, err := tenant.HealthFromContext(ctx)
-	if err != nil {
-		return fmt.Errorf("tenant_ratelimit: %w", err)
-	}
 	// Named after the server, never its credentials, so that handlers on
 	// different Redis servers report as separate checks.
-	health.RegisterDependency("redis", redisTarget(opts), rl.redisHealth(onError))
+	registry.RegisterDependency("redis", redisTarget(opts), rl.redisHealth(onError))
 	// An unreachable Redis is logged when the gateway starts, not at its
 	// first request. In the background: provisioning never waits for Redis.
 	go rl.probeRedis(ctx, onError)
@@ -287,8 +281,8 @@ func (rl *RateLimit) Cleanup() error {
 		}
 	}
 	if rl.metrics != nil {
-		if _, err := metricsPool.Delete(metricsPoolKey); err != nil {
-			errs = append(errs, fmt.Errorf("tenant_ratelimit: releasing the metrics: %w", err))
+		if err := sharedmetrics.Release(metricsName); err != nil {
+			errs = append(errs, fmt.Errorf("tenant_ratelimit: %w", err))
 		}
 	}
 	if rl.local != nil {
@@ -336,7 +330,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return rl.unavailable(w, tr, p, err)
 	}
 	h := w.Header()
-	if d.Source == SourceFailOpen {
+	if d.Source == sourceFailOpen {
 		rl.headers.writeStatic(h, p)
 	} else {
 		rl.headers.write(h, p, &d)
@@ -357,7 +351,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 }
 
 // tooMany answers 429 with Retry-After and the envelope's details.
-func (rl *RateLimit) tooMany(w http.ResponseWriter, p *Policy, d *Decision, rid string) error {
+func (rl *RateLimit) tooMany(w http.ResponseWriter, p *policy, d *decision, rid string) error {
 	l := p.Limits
 	retry := d.retryAfter(l)
 	kind := d.limitType(l)
@@ -378,7 +372,7 @@ func (rl *RateLimit) tooMany(w http.ResponseWriter, p *Policy, d *Decision, rid 
 
 // unavailable answers a request the limiter could not decide: 503 (Redis
 // down under on_redis_error deny), never 429 or 403.
-func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *Policy, err error) error {
+func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *policy, err error) error {
 	retry := int64(1)
 	var ue *unavailableError
 	if errors.As(err, &ue) {
@@ -386,15 +380,15 @@ func (rl *RateLimit) unavailable(w http.ResponseWriter, tr *tenant.Request, p *P
 	} else {
 		rl.logger.Error("rate limiter failed", zap.Error(err))
 	}
-	p.counters.inc(resultUnavailable, SourceRedis)
-	logDecision(tr, resultUnavailable, SourceRedis)
+	p.counters.inc(resultUnavailable, sourceRedis)
+	logDecision(tr, resultUnavailable, sourceRedis)
 	w.Header()[hdrRetryAfter] = []string{strconv.FormatInt(retry, 10)}
 	return tenant.WriteError(w, http.StatusServiceUnavailable, "rate limiter temporarily unavailable", nil, tr.ID)
 }
 
 // logDecision records the decision for the request's access-log line
 // (tenant.Request renders it with the tenant fields).
-func logDecision(tr *tenant.Request, res result, src Source) {
+func logDecision(tr *tenant.Request, res result, src decisionSource) {
 	tr.RateLimit, tr.RateLimitSource = resultNames[res], src.String()
 }
 

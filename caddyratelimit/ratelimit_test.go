@@ -21,13 +21,14 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tenantgate/tenantgate/internal/faultproxy"
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // tinyLimits is the example plan used throughout: 6/min, burst 4, so capacity 10 and one
 // token every 10 s.
-var tinyLimits = Limits{PerMinute: 6, PerDay: 1000, Burst: 4}
+var tinyLimits = limits{PerMinute: 6, PerDay: 1000, Burst: 4}
 
 // newTestLocal returns an in-process limiter on a fake clock, stopped at
 // the end of the test.
@@ -40,14 +41,14 @@ func newTestLocal(t *testing.T, clock *testenv.Clock) *localLimiter {
 
 // tinyLocal is the common setup: an in-process limiter on a fake clock at
 // 2026-01-25T14:31:15Z and the tiny policy.
-func tinyLocal(t *testing.T) (*testenv.Clock, *localLimiter, *Policy) {
+func tinyLocal(t *testing.T) (*testenv.Clock, *localLimiter, *policy) {
 	t.Helper()
 	clock := testenv.NewClock(mustTime(t, "2026-01-25T14:31:15Z"))
 	return clock, newTestLocal(t, clock), newPolicy("tiny", tinyLimits)
 }
 
 // decide runs one decision and fails the test on error.
-func decide(t *testing.T, l Limiter, org string, p *Policy) Decision {
+func decide(t *testing.T, l limiter, org string, p *policy) decision {
 	t.Helper()
 	d, err := l.Allow(context.Background(), org, p)
 	if err != nil {
@@ -57,7 +58,7 @@ func decide(t *testing.T, l Limiter, org string, p *Policy) Decision {
 }
 
 // admitted sends n sequential requests and counts the admitted ones.
-func admitted(t *testing.T, l Limiter, org string, p *Policy, n int) int {
+func admitted(t *testing.T, l limiter, org string, p *policy, n int) int {
 	t.Helper()
 	got := 0
 	for i := 0; i < n; i++ {
@@ -71,14 +72,14 @@ func admitted(t *testing.T, l Limiter, org string, p *Policy, n int) int {
 // decideConcurrently releases n goroutines at once, spread over the
 // limiters, each asking for one decision for org; it fails the test on any
 // error and returns how many were admitted and denied.
-func decideConcurrently(t *testing.T, n int, org string, p *Policy, limiters ...Limiter) (ok, denied int64) {
+func decideConcurrently(t *testing.T, n int, org string, p *policy, limiters ...limiter) (ok, denied int64) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var admitted, refused, failed atomic.Int64
 	start := make(chan struct{})
 	for i := range n {
 		wg.Add(1)
-		go func(l Limiter) {
+		go func(l limiter) {
 			defer wg.Done()
 			<-start
 			d, err := l.Allow(context.Background(), org, p)
@@ -127,8 +128,8 @@ func newTestHandler(t *testing.T, plans ...Plan) (*RateLimit, *observer.Observed
 }
 
 // newCaddyContext returns the context of an empty, provisioned Caddy
-// config: what a handler is provisioned with, apps (the health and plan
-// registries) included.
+// config: what a handler is provisioned with, apps (the config's
+// tenant.Registry) included.
 func newCaddyContext(t testing.TB) caddy.Context {
 	t.Helper()
 	ctx, err := caddy.ProvisionContext(nil)
@@ -136,6 +137,16 @@ func newCaddyContext(t testing.TB) caddy.Context {
 		t.Fatalf("provisioning an empty Caddy config: %v", err)
 	}
 	return ctx
+}
+
+// registryOf returns the config's tenant.Registry.
+func registryOf(t testing.TB, ctx caddy.Context) *tenant.Registry {
+	t.Helper()
+	r, err := tenant.RegistryFromContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // request builds a request as tenant_auth leaves it: Caddy's request
@@ -221,9 +232,7 @@ func TestServeUnknownPlanIs500(t *testing.T) {
 // answering that key's requests 500.
 func TestProvisionRefusesAStaticKeysPlanItDoesNotDefine(t *testing.T) {
 	ctx := newCaddyContext(t)
-	if err := tenant.RequirePlans(ctx, "a static key of tenant_auth", "basic", "gold"); err != nil {
-		t.Fatal(err)
-	}
+	registryOf(t, ctx).RequirePlans("a static key of tenant_auth", "basic", "gold")
 	rl := new(RateLimit) // the built-in plans: no gold
 	err := rl.Provision(ctx)
 	_ = rl.Cleanup()
@@ -248,13 +257,13 @@ func TestProvisionRefusesAStaticKeysPlanItDoesNotDefine(t *testing.T) {
 // refuse each other.
 func TestProvisionChecksTheLatestTenantAuthOnly(t *testing.T) {
 	ctx := newCaddyContext(t)
-	_ = tenant.RequirePlans(ctx, "a static key of tenant_auth", "gold")
+	registryOf(t, ctx).RequirePlans("a static key of tenant_auth", "gold")
 	gold := &RateLimit{Plans: []Plan{{Name: "gold", PerMinute: 1, PerDay: 1}}}
 	if err := gold.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = gold.Cleanup() })
-	_ = tenant.RequirePlans(ctx, "a static key of tenant_auth", "premium")
+	registryOf(t, ctx).RequirePlans("a static key of tenant_auth", "premium")
 	builtin := new(RateLimit)
 	if err := builtin.Provision(ctx); err != nil {
 		t.Fatalf("second site's limiter checked against the first site's keys: %v", err)
@@ -407,7 +416,7 @@ func TestProvisionExpandsRedisPlaceholders(t *testing.T) {
 		db1.Del(context.Background(), keys[0], keys[1])
 		_ = db1.Close()
 	})
-	if d := decide(t, rl.limiter, org, rl.policies.plans["tiny"]); d.Source != SourceRedis || !d.Allowed {
+	if d := decide(t, rl.limiter, org, rl.policies.plans["tiny"]); d.Source != sourceRedis || !d.Allowed {
 		t.Fatalf("decision %+v, want admitted by Redis", d)
 	}
 	if n := db1.Exists(context.Background(), keys[0], keys[1]).Val(); n != 2 {
@@ -492,7 +501,7 @@ func TestCleanupReleasesEverythingWhenOneReleaseFails(t *testing.T) {
 	if n, _ := redisPool.References(rl.redisKey); n != 0 {
 		t.Errorf("Redis client still referenced %d times", n)
 	}
-	if n, _ := metricsPool.References(metricsPoolKey); n != 0 {
+	if n := sharedmetrics.References(metricsName); n != 0 {
 		t.Errorf("metrics still referenced %d times after the last handler's Cleanup", n)
 	}
 	if !rl.shared.fallback.stopped.Load() {
@@ -519,11 +528,7 @@ func TestTwoRedisServersAreTwoReadinessChecks(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = rl.Cleanup() })
 	}
-	health, err := tenant.HealthFromContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	report := health.Run(context.Background())
+	report := registryOf(t, ctx).CheckHealth(context.Background())
 	upCheck, downCheck := report.Checks["redis:"+up+"/0"], report.Checks["redis:"+down.Addr()+"/0"]
 	if upCheck.Status != tenant.StatusOK || downCheck.Status != tenant.StatusDown || len(report.Checks) != 2 {
 		t.Fatalf("checks %+v: want redis:%s/0 ok and redis:%s/0 down", report.Checks, up, down.Addr())

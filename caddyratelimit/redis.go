@@ -52,11 +52,11 @@ func newRedisLimiter(client redis.Scripter, prefix string) *redisLimiter {
 	return &redisLimiter{client: client, script: redis.NewScript(limiterLua), prefix: prefix}
 }
 
-// Allow implements Limiter. The caller bounds the call with ctx.
-func (r *redisLimiter) Allow(ctx context.Context, orgID string, p *Policy) (Decision, error) {
+// Allow implements limiter. The caller bounds the call with ctx.
+func (r *redisLimiter) Allow(ctx context.Context, orgID string, p *policy) (decision, error) {
 	b, err := r.allowN(ctx, orgID, p, 1)
 	if err != nil {
-		return Decision{}, err
+		return decision{}, err
 	}
 	return b.decision(0), nil
 }
@@ -65,7 +65,7 @@ func (r *redisLimiter) Allow(ctx context.Context, orgID string, p *Policy) (Deci
 // call, exactly as n sequential calls would: the first admitted are
 // admitted, the rest denied and charged nothing. The caller bounds the call
 // with ctx.
-func (r *redisLimiter) allowN(ctx context.Context, orgID string, p *Policy, n int64) (batchResult, error) {
+func (r *redisLimiter) allowN(ctx context.Context, orgID string, p *policy, n int64) (batchResult, error) {
 	keys := r.keys(orgID)
 	args := p.scriptArgs
 	if n > 1 {
@@ -96,12 +96,12 @@ type batchResult struct {
 // decision is the i-th request's decision (0-based), with the state as if
 // the batch's requests had been decided one after the other: each admitted
 // request sees the tokens the later ones had not yet taken.
-func (b batchResult) decision(i int64) Decision {
+func (b batchResult) decision(i int64) decision {
 	if i < b.admitted {
 		later := b.admitted - 1 - i
-		return Decision{Allowed: true, Source: SourceRedis, Tokens: b.tokens + later*microTokens, DayUsed: b.dayUsed - later, Now: b.now}
+		return decision{Allowed: true, Source: sourceRedis, Tokens: b.tokens + later*microTokens, DayUsed: b.dayUsed - later, Now: b.now}
 	}
-	return Decision{Source: SourceRedis, Tokens: b.tokens, DayUsed: b.dayUsed, Now: b.now}
+	return decision{Source: sourceRedis, Tokens: b.tokens, DayUsed: b.dayUsed, Now: b.now}
 }
 
 // keys returns the organization's bucket and counter keys,
@@ -390,7 +390,7 @@ func (redisLogger) Printf(_ context.Context, format string, v ...any) {
 
 // Interface guards
 var (
-	_ Limiter          = (*redisLimiter)(nil)
+	_ limiter          = (*redisLimiter)(nil)
 	_ redis.Scripter   = (*renewingClient)(nil)
 	_ caddy.Destructor = (*sharedRedis)(nil)
 )

@@ -56,7 +56,7 @@ func TestRedisBurstThenDeny(t *testing.T) {
 		t.Fatalf("admitted %d of 15, want capacity 10", got)
 	}
 	d := decide(t, l, "org", p)
-	if d.Allowed || d.Source != SourceRedis || d.limitType(p.Limits) != limitTypeMinute {
+	if d.Allowed || d.Source != sourceRedis || d.limitType(p.Limits) != limitTypeMinute {
 		t.Fatalf("16th: %+v, want a minute denial from Redis", d)
 	}
 	if d.remainingMinute() != 0 || d.DayUsed != 10 {
@@ -110,7 +110,7 @@ func TestRedisDenialConsumesNothing(t *testing.T) {
 func TestRedisDailyQuotaAndRollover(t *testing.T) {
 	client, prefix := newTestRedis(t)
 	l := newRedisLimiter(client, prefix)
-	p := newPolicy("daily", Limits{PerMinute: 600, PerDay: 5})
+	p := newPolicy("daily", limits{PerMinute: 600, PerDay: 5})
 	if got := admitted(t, l, "org", p, 5); got != 5 {
 		t.Fatalf("admitted %d, want 5", got)
 	}
@@ -208,7 +208,7 @@ func TestRedisMatchesLocal(t *testing.T) {
 	rl := newRedisLimiter(client, prefix)
 	clock := testenv.NewClock(time.Now())
 	ll := newTestLocal(t, clock)
-	p := newPolicy("mixed", Limits{PerMinute: 3, PerDay: 7, Burst: 2})
+	p := newPolicy("mixed", limits{PerMinute: 3, PerDay: 7, Burst: 2})
 	for i := 0; i < 12; i++ {
 		r, g := decide(t, rl, "org", p), decide(t, ll, "org", p)
 		if r.Allowed != g.Allowed || r.DayUsed != g.DayUsed || r.remainingMinute() != g.remainingMinute() || r.limitType(p.Limits) != g.limitType(p.Limits) {
@@ -259,9 +259,9 @@ func TestExactnessAcrossInstances(t *testing.T) {
 	client, prefix := newTestRedis(t)
 	second := redis.NewClient(&redis.Options{Addr: client.Options().Addr, PoolSize: 64})
 	defer second.Close()
-	instances := []Limiter{newRedisLimiter(client, prefix), newRedisLimiter(second, prefix)}
+	instances := []limiter{newRedisLimiter(client, prefix), newRedisLimiter(second, prefix)}
 	// Capacity 100, refilled at one token a minute: the test cannot see a refill.
-	p := newPolicy("exact", Limits{PerMinute: 1, PerDay: 100000, Burst: 99})
+	p := newPolicy("exact", limits{PerMinute: 1, PerDay: 100000, Burst: 99})
 
 	const requests = 600
 	ok, denied := decideConcurrently(t, requests, "org", p, instances...)

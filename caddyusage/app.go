@@ -5,6 +5,13 @@
 // to PostgreSQL or to an in-process memory store, with a disk spool behind
 // for whatever the sink cannot take. It also provides `caddy tenant usage`:
 // the Kafka consumer that fills the usage store, and the report.
+//
+// The package reads as its concepts: app.go (the tenant_usage app),
+// handler.go (the handler, event IDs and service labels), pipeline.go (the
+// buffer, batching and the spool's replay), the sinks kafka.go, postgres.go
+// and memory.go, spool.go (the disk spool), report.go (reading and
+// rendering usage reports), consumer.go (the Kafka consumer), command.go
+// (the CLI), metrics.go and caddyfile.go.
 package caddyusage
 
 import (
@@ -18,6 +25,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/usagestore"
 )
@@ -26,13 +34,13 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
-// AppID is the tenant_usage app's module ID.
-const AppID = "tenant_usage"
+// appID is the tenant_usage app's module ID.
+const appID = "tenant_usage"
 
 // App defaults.
 const (
-	DefaultBuffer    = 10_000
-	DefaultSpoolSize = 256 << 20
+	defaultBuffer    = 10_000
+	defaultSpoolSize = 256 << 20
 	maxBuffer        = 10_000_000
 )
 
@@ -67,10 +75,17 @@ type App struct {
 	// {reason="spool_full"}). Default: 268435456 (256 MiB).
 	SpoolSize int64 `json:"spool_size,omitempty"`
 
-	// Kafka configures the Kafka sink.
+	// Kafka is the Kafka sink: the events are produced to a topic, from
+	// which `caddy tenant usage ingest` fills the usage database. It is the
+	// sink when its brokers resolve to a non-empty list. Default: none (no
+	// Kafka sink).
 	Kafka *KafkaConfig `json:"kafka,omitempty"`
 
-	// Postgres configures direct ingestion into the usage store.
+	// Postgres is the postgres sink: the gateway ingests the events into
+	// the usage database itself. It is the sink when there is no Kafka
+	// sink and one of its database_urls resolves to a non-empty URL.
+	// Default: none (without either sink, the events go to the in-process
+	// memory store, which keeps the last 24 hours).
 	Postgres *PostgresConfig `json:"postgres,omitempty"`
 
 	pipeline *pipeline
@@ -82,39 +97,54 @@ type App struct {
 // KafkaConfig is the Kafka sink: an idempotent producer (acks=all) to one
 // topic, keyed by organization.
 type KafkaConfig struct {
-	// Brokers is a comma- or space-separated host:port list; placeholders
-	// such as {env.KAFKA_BROKERS} are expanded. Empty: no Kafka sink.
+	// Brokers are the Kafka brokers, host:port separated by commas or
+	// spaces. Placeholders such as {env.KAFKA_BROKERS} are expanded when
+	// the config is loaded; a list that expands to nothing means no Kafka
+	// sink. Default: none (no Kafka sink).
 	Brokers string `json:"brokers,omitempty"`
 
-	// Topic receives the events. Default: tenantgate.usage.v1.
+	// Topic receives the events: up to 249 characters of letters, digits,
+	// ".", "_", "-"; a placeholder is expanded. Default: tenantgate.usage.v1.
 	Topic string `json:"topic,omitempty"`
 
 	// DeliveryTimeout is how long a record may wait for the broker's
 	// acknowledgement before it goes to the disk spool. Default: 10s.
 	DeliveryTimeout caddy.Duration `json:"delivery_timeout,omitempty"`
 
-	// TLS connects to the brokers with TLS (system roots).
+	// TLS connects to the brokers with TLS 1.2 or later, verified against
+	// the system's root certificates. Default: false.
 	TLS bool `json:"tls,omitempty"`
 
-	// SASL authenticates: mechanism plain, scram-sha-256 or scram-sha-512.
+	// SASL authenticates to the brokers. Default: none (no
+	// authentication).
 	SASL *SASLConfig `json:"sasl,omitempty"`
 }
 
 // SASLConfig is Kafka SASL authentication.
 type SASLConfig struct {
-	// Mechanism: plain, scram-sha-256 or scram-sha-512.
+	// Mechanism is the SASL mechanism: plain, scram-sha-256 or
+	// scram-sha-512. Default: none (required).
 	Mechanism string `json:"mechanism"`
-	// Username; placeholders are expanded.
+
+	// Username is the SASL user name. Placeholders such as
+	// {env.KAFKA_SASL_USERNAME} are expanded when the config is loaded.
+	// Default: none (required).
 	Username string `json:"username"`
-	// Password; placeholders are expanded.
+
+	// Password is the SASL password. Placeholders such as
+	// {env.KAFKA_SASL_PASSWORD} are expanded when the config is loaded,
+	// so the password need not be written into the config. Default: none
+	// (required).
 	Password string `json:"password"`
 }
 
 // PostgresConfig is the postgres sink: direct ingestion into the usage
 // store (migrated by `caddy tenant migrate`).
 type PostgresConfig struct {
-	// DatabaseURLs are tried in order; the first that resolves non-empty
-	// (placeholders expanded) is used. Empty: no postgres sink.
+	// DatabaseURLs are PostgreSQL connection strings (URL or key=value
+	// form), tried in order: the first that is non-empty once its
+	// placeholders ({env.USAGE_DATABASE_URL}, {env.DATABASE_URL}) are
+	// expanded is used. Default: none (no postgres sink).
 	DatabaseURLs []string `json:"database_urls,omitempty"`
 
 	// RawRetention: raw events older than this are dropped, and events
@@ -125,7 +155,7 @@ type PostgresConfig struct {
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
-		ID:  AppID,
+		ID:  appID,
 		New: func() caddy.Module { return new(App) },
 	}
 }
@@ -152,11 +182,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	buffer := a.Buffer
 	if buffer == 0 {
-		buffer = DefaultBuffer
+		buffer = defaultBuffer
 	}
 	spoolSize := a.SpoolSize
 	if spoolSize == 0 {
-		spoolSize = DefaultSpoolSize
+		spoolSize = defaultSpoolSize
 	}
 	v, loaded, err := pipelinePool.LoadOrNew(pipelineKey, func() (caddy.Destructor, error) {
 		return newPipeline(buffer, spoolDir, spoolSize, newMetrics(), a.logger)
@@ -172,14 +202,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.pipeline.spool.setMax(spoolSize)
 	a.pipeline.logger.Store(a.logger)
 	a.pipeline.node.Store(&node)
-	if err := register(ctx.GetMetricsRegistry(), a.pipeline.metrics.collectors()...); err != nil {
-		return fmt.Errorf("tenant_usage: registering metrics: %w", err)
+	if err := sharedmetrics.Register(ctx.GetMetricsRegistry(), a.pipeline.metrics.collectors()...); err != nil {
+		return fmt.Errorf("tenant_usage: %w", err)
 	}
-	health, err := tenant.HealthFromContext(ctx)
+	registry, err := tenant.RegistryFromContext(ctx)
 	if err != nil {
 		return fmt.Errorf("tenant_usage: %w", err)
 	}
-	health.Register("usage", a.pipeline.health)
+	registry.RegisterCheck("usage", a.pipeline.health)
 	return a.prepareSink(repl, buffer)
 }
 
@@ -197,10 +227,10 @@ func (a *App) prepareSink(repl *caddy.Replacer, buffer int) error {
 				tls:             a.Kafka.TLS,
 			}
 			if k.topic == "" {
-				k.topic = DefaultTopic
+				k.topic = defaultTopic
 			}
 			if k.deliveryTimeout == 0 {
-				k.deliveryTimeout = DefaultDeliveryTimeout
+				k.deliveryTimeout = defaultDeliveryTimeout
 			}
 			if s := a.Kafka.SASL; s != nil {
 				k.saslMechanism, k.saslUser, k.saslPassword = s.Mechanism, repl.ReplaceKnown(s.Username, ""), repl.ReplaceKnown(s.Password, "")

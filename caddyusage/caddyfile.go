@@ -1,15 +1,16 @@
 package caddyusage
 
 import (
-	"strconv"
 	"strings"
+	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
 )
 
 func init() {
@@ -67,35 +68,21 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // brokers and database_url may be empty (from an unset environment
 // variable): then that sink is not used.
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	const directive = "tenant_usage"
 	app := new(App)
 	d.Next() // option name
-	if d.NextArg() {
-		return nil, d.Errf("tenant_usage: unexpected argument %q; settings go in a block", d.Val())
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return nil, err
 	}
 	for d.NextBlock(0) {
-		switch sub := d.Val(); sub {
+		var err error
+		switch d.Val() {
 		case "node_id":
-			v, err := optionalArg(d)
-			if err != nil {
-				return nil, err
-			}
-			app.NodeID = v
+			app.NodeID, err = caddyfileutil.OptionalValue(d, directive, "value")
 		case "buffer":
-			args := d.RemainingArgs()
-			if len(args) != 1 {
-				return nil, d.Errf("tenant_usage: buffer: expected one number of events")
-			}
-			n, err := strconv.Atoi(args[0])
-			if err != nil || n < 1 || n > maxBuffer {
-				return nil, d.Errf("tenant_usage: buffer: expected a number of events from 1 to %d, got %q", maxBuffer, args[0])
-			}
-			app.Buffer = n
+			app.Buffer, err = caddyfileutil.Int(d, directive, "events", 1, maxBuffer)
 		case "spool_dir":
-			v, err := optionalArg(d)
-			if err != nil {
-				return nil, err
-			}
-			app.SpoolDir = v
+			app.SpoolDir, err = caddyfileutil.OptionalValue(d, directive, "value")
 		case "spool_size":
 			args := d.RemainingArgs()
 			if len(args) != 1 {
@@ -107,31 +94,28 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 			}
 			app.SpoolSize = int64(n)
 		case "kafka":
-			k, err := parseKafka(d)
-			if err != nil {
-				return nil, err
-			}
-			app.Kafka = k
+			app.Kafka, err = parseKafka(d)
 		case "postgres":
-			p, err := parsePostgres(d)
-			if err != nil {
-				return nil, err
-			}
-			app.Postgres = p
+			app.Postgres, err = parsePostgres(d)
 		default:
-			return nil, d.Errf("tenant_usage: unknown subdirective %q (expected node_id, buffer, spool_dir, spool_size, kafka or postgres)", sub)
+			return nil, caddyfileutil.Unknown(d, directive, "node_id", "buffer", "spool_dir", "spool_size", "kafka", "postgres")
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
-	return httpcaddyfile.App{Name: AppID, Value: caddyconfig.JSON(app, nil)}, nil
+	return httpcaddyfile.App{Name: appID, Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 func parseKafka(d *caddyfile.Dispenser) (*KafkaConfig, error) {
+	const directive = "tenant_usage: kafka"
 	k := new(KafkaConfig)
-	if d.NextArg() {
-		return nil, d.Errf("tenant_usage: kafka: settings go in a block")
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return nil, err
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch sub := d.Val(); sub {
+		var err error
+		switch d.Val() {
 		case "brokers":
 			k.Brokers = strings.Join(d.RemainingArgs(), ",")
 		case "topic":
@@ -141,27 +125,9 @@ func parseKafka(d *caddyfile.Dispenser) (*KafkaConfig, error) {
 			}
 			k.Topic = args[0]
 		case "delivery_timeout":
-			args := d.RemainingArgs()
-			if len(args) != 1 {
-				return nil, d.Errf("tenant_usage: kafka delivery_timeout: expected one duration such as 10s")
-			}
-			dur, err := caddy.ParseDuration(args[0])
-			if err != nil || dur <= 0 {
-				return nil, d.Errf("tenant_usage: kafka delivery_timeout: expected a positive duration such as 10s, got %q", args[0])
-			}
-			k.DeliveryTimeout = caddy.Duration(dur)
+			k.DeliveryTimeout, err = caddyfileutil.Duration(d, directive, "10s")
 		case "tls":
-			args := d.RemainingArgs()
-			k.TLS = true
-			if len(args) == 1 {
-				v, err := strconv.ParseBool(args[0])
-				if err != nil {
-					return nil, d.Errf("tenant_usage: kafka tls: expected true or false, got %q", args[0])
-				}
-				k.TLS = v
-			} else if len(args) > 1 {
-				return nil, d.Errf("tenant_usage: kafka tls: expected at most one argument")
-			}
+			k.TLS, err = caddyfileutil.OptionalBool(d, directive)
 		case "sasl":
 			args := d.RemainingArgs()
 			if len(args) != 3 {
@@ -172,46 +138,39 @@ func parseKafka(d *caddyfile.Dispenser) (*KafkaConfig, error) {
 			}
 			k.SASL = &SASLConfig{Mechanism: args[0], Username: args[1], Password: args[2]}
 		default:
-			return nil, d.Errf("tenant_usage: kafka: unknown subdirective %q (expected brokers, topic, delivery_timeout, tls or sasl)", sub)
+			return nil, caddyfileutil.Unknown(d, directive, "brokers", "topic", "delivery_timeout", "tls", "sasl")
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return k, nil
 }
 
 func parsePostgres(d *caddyfile.Dispenser) (*PostgresConfig, error) {
+	const directive = "tenant_usage: postgres"
 	p := new(PostgresConfig)
-	if d.NextArg() {
-		return nil, d.Errf("tenant_usage: postgres: settings go in a block")
+	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
+		return nil, err
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch sub := d.Val(); sub {
+		switch d.Val() {
 		case "database_url":
 			p.DatabaseURLs = d.RemainingArgs()
 		case "raw_retention":
-			args := d.RemainingArgs()
-			if len(args) != 1 {
-				return nil, d.Errf("tenant_usage: postgres raw_retention: expected one duration such as 7d")
+			dur, err := caddyfileutil.Duration(d, directive, "7d")
+			if err != nil {
+				return nil, err
 			}
-			dur, err := caddy.ParseDuration(args[0])
-			if err != nil || dur < 1e9*3600 {
-				return nil, d.Errf("tenant_usage: postgres raw_retention: expected a duration of at least 1h such as 7d, got %q", args[0])
+			if time.Duration(dur) < time.Hour {
+				return nil, d.Errf("tenant_usage: postgres: raw_retention: expected a duration of at least 1h such as 7d, got %s", time.Duration(dur))
 			}
-			p.RawRetention = caddy.Duration(dur)
+			p.RawRetention = dur
 		default:
-			return nil, d.Errf("tenant_usage: postgres: unknown subdirective %q (expected database_url or raw_retention)", sub)
+			return nil, caddyfileutil.Unknown(d, directive, "database_url", "raw_retention")
 		}
 	}
 	return p, nil
-}
-
-// optionalArg reads "<name> [<value>]" (an unset variable leaves none).
-func optionalArg(d *caddyfile.Dispenser) (string, error) {
-	name := d.Val()
-	args := d.RemainingArgs()
-	if len(args) > 1 {
-		return "", d.Errf("tenant_usage: %s: expected one value, got %d", name, len(args))
-	}
-	return strings.Join(args, ""), nil
 }
 
 func validTopic(t string) bool {

@@ -3,7 +3,6 @@ package caddyusage
 import (
 	"context"
 	"crypto/tls"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,10 +12,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -32,15 +29,15 @@ import (
 
 // Environment variables the usage commands read when a flag is not given.
 const (
-	UsageDatabaseURLEnv = "USAGE_DATABASE_URL"
-	DatabaseURLEnv      = "DATABASE_URL"
-	KafkaBrokersEnv     = "KAFKA_BROKERS"
-	KafkaTopicEnv       = "KAFKA_TOPIC"
-	AdminAddrEnv        = "ADMIN_ADDR"
-	// KafkaSASLUserEnv and KafkaSASLPasswordEnv hold the consumer's SASL
+	usageDatabaseURLEnv = "USAGE_DATABASE_URL"
+	databaseURLEnv      = "DATABASE_URL"
+	kafkaBrokersEnv     = "KAFKA_BROKERS"
+	kafkaTopicEnv       = "KAFKA_TOPIC"
+	adminAddrEnv        = "ADMIN_ADDR"
+	// kafkaSASLUserEnv and kafkaSASLPasswordEnv hold the consumer's SASL
 	// credentials (kept off the command line).
-	KafkaSASLUserEnv     = "KAFKA_SASL_USERNAME"
-	KafkaSASLPasswordEnv = "KAFKA_SASL_PASSWORD"
+	kafkaSASLUserEnv     = "KAFKA_SASL_USERNAME"
+	kafkaSASLPasswordEnv = "KAFKA_SASL_PASSWORD"
 )
 
 // UsageCommand is `caddy tenant usage`: ingest (the Kafka consumer) and
@@ -62,7 +59,7 @@ asks the running gateway's memory sink through its admin endpoint
 (--address, else $ADMIN_ADDR, else localhost:2019).
 `,
 	}
-	cmd.PersistentFlags().String("database-url", "", "usage database URL (default $"+UsageDatabaseURLEnv+", then $"+DatabaseURLEnv+")")
+	cmd.PersistentFlags().String("database-url", "", "usage database URL (default $"+usageDatabaseURLEnv+", then $"+databaseURLEnv+")")
 	cmd.AddCommand(ingestCommand(), reportCommand())
 	return cmd
 }
@@ -71,10 +68,10 @@ func usageDatabaseURL(cmd *cobra.Command) string {
 	if v, _ := cmd.Flags().GetString("database-url"); v != "" {
 		return v
 	}
-	if v := os.Getenv(UsageDatabaseURLEnv); v != "" {
+	if v := os.Getenv(usageDatabaseURLEnv); v != "" {
 		return v
 	}
-	return os.Getenv(DatabaseURLEnv)
+	return os.Getenv(databaseURLEnv)
 }
 
 func ingestCommand() *cobra.Command {
@@ -85,30 +82,30 @@ func ingestCommand() *cobra.Command {
 		RunE:  runIngest,
 	}
 	f := c.Flags()
-	f.String("brokers", "", "Kafka brokers, host:port[,host:port…] (default $"+KafkaBrokersEnv+")")
-	f.String("topic", "", "topic (default $"+KafkaTopicEnv+", else "+DefaultTopic+")")
-	f.String("group", DefaultGroup, "consumer group")
-	f.Int("batch", DefaultConsumerBatch, "records per transaction, at most")
+	f.String("brokers", "", "Kafka brokers, host:port[,host:port…] (default $"+kafkaBrokersEnv+")")
+	f.String("topic", "", "topic (default $"+kafkaTopicEnv+", else "+defaultTopic+")")
+	f.String("group", defaultGroup, "consumer group")
+	f.Int("batch", defaultConsumerBatch, "records per transaction, at most")
 	f.String("raw-retention", "168h", "raw events older than this are dead-lettered as late and dropped")
 	f.String("metrics-addr", "", "serve Prometheus metrics on this host:port at /metrics (default: off)")
 	f.String("session-timeout", "45s", "how long the group waits for a silent member before reassigning its partitions")
 	f.Bool("tls", false, "connect to the brokers with TLS (system roots)")
-	f.String("sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (credentials from $"+KafkaSASLUserEnv+" and $"+KafkaSASLPasswordEnv+")")
+	f.String("sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (credentials from $"+kafkaSASLUserEnv+" and $"+kafkaSASLPasswordEnv+")")
 	return c
 }
 
 func runIngest(cmd *cobra.Command, _ []string) error {
 	brokers, _ := cmd.Flags().GetString("brokers")
 	if brokers == "" {
-		brokers = os.Getenv(KafkaBrokersEnv)
+		brokers = os.Getenv(kafkaBrokersEnv)
 	}
 	list := strings.FieldsFunc(brokers, func(r rune) bool { return r == ',' || r == ' ' })
 	if len(list) == 0 {
-		return fmt.Errorf("no Kafka brokers: give --brokers or set %s", KafkaBrokersEnv)
+		return fmt.Errorf("no Kafka brokers: give --brokers or set %s", kafkaBrokersEnv)
 	}
 	topic, _ := cmd.Flags().GetString("topic")
 	if topic == "" {
-		topic = os.Getenv(KafkaTopicEnv)
+		topic = os.Getenv(kafkaTopicEnv)
 	}
 	group, _ := cmd.Flags().GetString("group")
 	batch, _ := cmd.Flags().GetInt("batch")
@@ -125,14 +122,14 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 	}
 	dsn := usageDatabaseURL(cmd)
 	if dsn == "" {
-		return fmt.Errorf("no usage database: give --database-url or set %s or %s", UsageDatabaseURLEnv, DatabaseURLEnv)
+		return fmt.Errorf("no usage database: give --database-url or set %s or %s", usageDatabaseURLEnv, databaseURLEnv)
 	}
 	var clientOpts []kgo.Opt
 	if useTLS, _ := cmd.Flags().GetBool("tls"); useTLS {
 		clientOpts = append(clientOpts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
 	}
 	if mech, _ := cmd.Flags().GetString("sasl"); mech != "" {
-		m, err := saslMechanism(mech, os.Getenv(KafkaSASLUserEnv), os.Getenv(KafkaSASLPasswordEnv))
+		m, err := saslMechanism(mech, os.Getenv(kafkaSASLUserEnv), os.Getenv(kafkaSASLPasswordEnv))
 		if err != nil {
 			return fmt.Errorf("--sasl: %w", err)
 		}
@@ -159,8 +156,8 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 		logger.Info("serving metrics", zap.String("address", ln.Addr().String()))
 	}
 	go store.MaintainEvery(ctx, time.Hour, func(err error) { logger.Warn("usage partition maintenance failed", zap.Error(err)) })
-	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", orDefault(topic, DefaultTopic)), zap.String("group", group))
-	err = RunConsumer(ctx, ConsumerConfig{Brokers: list, Topic: topic, Group: group, MaxBatch: batch,
+	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", orDefault(topic, defaultTopic)), zap.String("group", group))
+	err = runConsumer(ctx, consumerConfig{Brokers: list, Topic: topic, Group: group, MaxBatch: batch,
 		SessionTimeout: session, Store: store, Logger: logger, Metrics: reg, ClientOpts: clientOpts})
 	logger.Info("consumer stopped")
 	return err
@@ -184,7 +181,7 @@ func openStore(ctx context.Context, dsn string, opts usagestore.Options) (*usage
 		if err != nil {
 			return nil, oneLine(fmt.Errorf("cannot use the usage database: %w", err))
 		}
-		return nil, errors.New("the database has no usage schema: run `caddy tenant migrate` first")
+		return nil, errNoUsageSchema
 	}
 	return store, nil
 }
@@ -205,7 +202,7 @@ func reportCommand() *cobra.Command {
 	f.String("group-by", "", "also group by any of key,service,outcome")
 	f.Bool("json", false, "JSON output")
 	f.Bool("csv", false, "CSV output")
-	f.String("address", "", "admin endpoint of the running gateway, asked when there is no database (default $"+AdminAddrEnv+", else localhost:2019)")
+	f.String("address", "", "admin endpoint of the running gateway, asked when there is no database (default $"+adminAddrEnv+", else localhost:2019)")
 	return c
 }
 
@@ -235,7 +232,7 @@ func runReport(cmd *cobra.Command, _ []string) error {
 		}
 	} else {
 		if address == "" {
-			address = os.Getenv(AdminAddrEnv)
+			address = os.Getenv(adminAddrEnv)
 		}
 		if address == "" {
 			address = "localhost:2019"
@@ -254,7 +251,7 @@ func runReport(cmd *cobra.Command, _ []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
 	case asCSV:
-		return writeCSV(out, q, rows)
+		return WriteCSV(out, q, rows)
 	}
 	return writeTable(out, q, rows)
 }
@@ -303,9 +300,9 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 	}
 	v.Set("group_by", strings.Join(dims, ","))
 	host := strings.TrimPrefix(strings.TrimPrefix(address, "http://"), "tcp/")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+ReportPath+"?"+v.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+reportPath+"?"+v.Encode(), nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--address %s: %w", address, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -314,7 +311,7 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gateway %s: reading its answer: %w", host, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var apiErr struct {
@@ -326,54 +323,11 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 		}
 		return nil, fmt.Errorf("gateway %s: %s", host, apiErr.Error)
 	}
-	var r ReportResponse
+	var r reportResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("gateway %s: unexpected answer: %w", host, err)
 	}
 	return r.Rows, nil
-}
-
-func reportHeader(q usagestore.ReportQuery) []string {
-	h := []string{"bucket"}
-	for _, d := range q.GroupBy {
-		h = append(h, map[usagestore.Dimension]string{usagestore.ByKey: "key_id", usagestore.ByService: "service", usagestore.ByOutcome: "outcome"}[d])
-	}
-	return append(h, "requests", "allowed", "429_minute", "429_day", "backend_errors", "gateway_errors",
-		"bytes_in", "bytes_out", "p50_ms", "p95_ms", "p99_ms")
-}
-
-func reportRecord(q usagestore.ReportQuery, r usagestore.ReportRow) []string {
-	rec := []string{r.Bucket.UTC().Format(time.RFC3339)}
-	for _, d := range q.GroupBy {
-		rec = append(rec, map[usagestore.Dimension]string{usagestore.ByKey: r.KeyID, usagestore.ByService: r.Service, usagestore.ByOutcome: string(r.Outcome)}[d])
-	}
-	i := func(n int64) string { return strconv.FormatInt(n, 10) }
-	ms := func(us int64) string { return strconv.FormatFloat(float64(us)/1000, 'f', 2, 64) }
-	return append(rec, i(r.Requests), i(r.Allowed), i(r.RateLimitedMinute), i(r.RateLimitedDay), i(r.BackendErrors),
-		i(r.GatewayErrors), i(r.BytesIn), i(r.BytesOut), ms(r.LatencyP50US), ms(r.LatencyP95US), ms(r.LatencyP99US))
-}
-
-func writeCSV(w io.Writer, q usagestore.ReportQuery, rows []usagestore.ReportRow) error {
-	cw := csv.NewWriter(w)
-	_ = cw.Write(reportHeader(q))
-	for _, r := range rows {
-		_ = cw.Write(reportRecord(q, r))
-	}
-	cw.Flush()
-	return cw.Error()
-}
-
-func writeTable(w io.Writer, q usagestore.ReportQuery, rows []usagestore.ReportRow) error {
-	if len(rows) == 0 {
-		_, err := fmt.Fprintf(w, "no usage for %s from %s to %s\n", q.OrgID, q.From.UTC().Format(time.RFC3339), q.To.UTC().Format(time.RFC3339))
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, strings.Join(reportHeader(q), "\t")+"\t")
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(reportRecord(q, r), "\t")+"\t")
-	}
-	return tw.Flush()
 }
 
 // durationFlag reads a positive duration flag (Caddy syntax: 24h, 7d).
@@ -393,11 +347,14 @@ func orDefault(v, def string) string {
 	return v
 }
 
+// errNoUsageSchema says what to run when the usage tables are missing.
+var errNoUsageSchema = errors.New("the database has no usage schema: run `caddy tenant migrate` first")
+
 // oneLine puts an error on one line and explains a missing schema.
 func oneLine(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
-		return errors.New("the database has no usage schema: run `caddy tenant migrate` first")
+		return errNoUsageSchema
 	}
 	return errors.New(strings.Join(strings.Fields(err.Error()), " "))
 }

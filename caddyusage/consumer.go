@@ -11,18 +11,19 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/usagestore"
 )
 
 // Consumer defaults.
 const (
-	DefaultGroup         = "tenantgate-usage-ingest"
-	DefaultConsumerBatch = 5000
+	defaultGroup         = "tenantgate-usage-ingest"
+	defaultConsumerBatch = 5000
 	consumerRetryMax     = 30 * time.Second
 )
 
-// ConsumerConfig configures a usage consumer.
-type ConsumerConfig struct {
+// consumerConfig configures a usage consumer.
+type consumerConfig struct {
 	Brokers []string
 	Topic   string
 	Group   string
@@ -63,22 +64,22 @@ func newConsumerMetrics() *consumerMetrics {
 	}
 }
 
-// RunConsumer is `caddy tenant usage ingest`: a consumer group member that
+// runConsumer is `caddy tenant usage ingest`: a consumer group member that
 // writes the topic into the usage store, one transaction per polled batch
 // (events, rollups, dead letters and the next offsets together). On start
 // and on every partition assignment it resumes from the offsets stored in
 // PostgreSQL, not from Kafka's committed offsets (autocommit is off), so a
 // crash anywhere repeats at most an uncommitted batch, which the store
 // recognises. It returns when ctx ends.
-func RunConsumer(ctx context.Context, cfg ConsumerConfig) error {
+func runConsumer(ctx context.Context, cfg consumerConfig) error {
 	if cfg.Group == "" {
-		cfg.Group = DefaultGroup
+		cfg.Group = defaultGroup
 	}
 	if cfg.Topic == "" {
-		cfg.Topic = DefaultTopic
+		cfg.Topic = defaultTopic
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = DefaultConsumerBatch
+		cfg.MaxBatch = defaultConsumerBatch
 	}
 	if cfg.FetchMaxWait <= 0 {
 		cfg.FetchMaxWait = 250 * time.Millisecond
@@ -88,7 +89,7 @@ func RunConsumer(ctx context.Context, cfg ConsumerConfig) error {
 	}
 	m := newConsumerMetrics()
 	if cfg.Metrics != nil {
-		if err := register(cfg.Metrics, m.records, m.lag, m.batch); err != nil {
+		if err := sharedmetrics.Register(cfg.Metrics, m.records, m.lag, m.batch); err != nil {
 			return err
 		}
 	}

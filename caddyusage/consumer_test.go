@@ -78,7 +78,7 @@ func TestConsumerRebalanceExactlyN(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			done <- RunConsumer(ctx, ConsumerConfig{Brokers: []string{brokers}, Topic: testTopic, Group: "g-rebalance", Store: store,
+			done <- runConsumer(ctx, consumerConfig{Brokers: []string{brokers}, Topic: testTopic, Group: "g-rebalance", Store: store,
 				MaxBatch: 100, Logger: zaptest.NewLogger(t), FetchMaxWait: 100 * time.Millisecond})
 		}()
 		return cancel, done
@@ -136,7 +136,7 @@ func BenchmarkConsumerIngest(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	go func() {
-		done <- RunConsumer(ctx, ConsumerConfig{Brokers: []string{brokers}, Topic: testTopic, Group: "g-bench", Store: store, FetchMaxWait: 50 * time.Millisecond})
+		done <- runConsumer(ctx, consumerConfig{Brokers: []string{brokers}, Topic: testTopic, Group: "g-bench", Store: store, FetchMaxWait: 50 * time.Millisecond})
 	}()
 	for {
 		// The stored offsets, not a count: polling must not compete with

@@ -63,7 +63,7 @@ func consumeAll(t *testing.T, brokers, topic, group string, store *usagestore.St
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- RunConsumer(ctx, ConsumerConfig{Brokers: []string{brokers}, Topic: topic, Group: group, Store: store,
+		done <- runConsumer(ctx, consumerConfig{Brokers: []string{brokers}, Topic: topic, Group: group, Store: store,
 			Logger: zaptest.NewLogger(t), FetchMaxWait: 100 * time.Millisecond})
 	}()
 	defer func() {

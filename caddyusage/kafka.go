@@ -23,8 +23,8 @@ import (
 
 // Kafka producer defaults.
 const (
-	DefaultTopic           = "tenantgate.usage.v1"
-	DefaultDeliveryTimeout = 10 * time.Second
+	defaultTopic           = "tenantgate.usage.v1"
+	defaultDeliveryTimeout = 10 * time.Second
 	kafkaLinger            = 5 * time.Millisecond
 )
 
@@ -354,3 +354,6 @@ func (k kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	}
 	k.l.Warn(msg, fields...)
 }
+
+// Interface guard
+var _ sink = (*kafkaSink)(nil)

@@ -107,3 +107,6 @@ func (s *memoryStore) report(q usagestore.ReportQuery) ([]usagestore.ReportRow, 
 func (*memoryStore) failing() error { return nil }
 
 func (*memoryStore) close(context.Context, func([]*usagestore.Event)) {}
+
+// Interface guard
+var _ sink = (*memoryStore)(nil)

@@ -1,14 +1,10 @@
 package caddyusage
 
-import (
-	"errors"
-
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the pipeline's Prometheus collectors. They live as long as
-// the pipeline (across reloads) and are registered with every config's
-// registry. No label carries an organization or a key.
+// the pipeline, which is shared across reloads, and are registered in
+// every config's registry. No label carries an organization or a key.
 type metrics struct {
 	emitted    prometheus.Counter
 	delivered  *prometheus.CounterVec
@@ -51,19 +47,4 @@ func newMetrics() *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.emitted, m.delivered, m.spooled, m.replayed, m.dropped, m.corrupt, m.spoolBytes, m.sinkState, m.sinkActive}
-}
-
-// register adds the collectors to a registry; registering them twice in
-// the same registry is fine.
-func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) && are.ExistingCollector == c {
-				continue
-			}
-			return err
-		}
-	}
-	return nil
 }

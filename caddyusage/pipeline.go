@@ -10,6 +10,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/usagestore"
 )
@@ -420,3 +422,6 @@ func (p *pipeline) Destruct() error {
 	p.flushSpool()
 	return p.spool.close()
 }
+
+// Interface guard
+var _ caddy.Destructor = (*pipeline)(nil)

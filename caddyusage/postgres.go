@@ -91,3 +91,6 @@ func (s *postgresSink) close(context.Context, func([]*usagestore.Event)) {
 	<-s.done
 	s.store.Close()
 }
+
+// Interface guard
+var _ sink = (*postgresSink)(nil)

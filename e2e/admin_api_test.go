@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // adminConfig is a gateway on the key database (local limiter, usage in
@@ -55,7 +57,7 @@ func startAdminGateway(t *testing.T, dsn string) testPorts {
 // PostgreSQL, success and error paths, each answer checked against the
 // served OpenAPI document; it fails if a route was not exercised.
 func TestAdminAPI(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	ports := startAdminGateway(t, dsn)
 	adminPort, gatewayURL := ports.backend, ports.gatewayURL()
 	c := newAdminClient(t, "http://127.0.0.1:"+adminPort, adminToken)

@@ -37,7 +37,7 @@ func chromium(t *testing.T) string {
 // refuses the key. A screenshot is saved as an artifact.
 func TestAdminDashboardInBrowser(t *testing.T) {
 	exe := chromium(t)
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	ports := startAdminGateway(t, dsn)
 	adminPort, gatewayURL := ports.backend, ports.gatewayURL()
 	base := "http://127.0.0.1:" + adminPort

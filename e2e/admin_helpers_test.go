@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,12 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
-
-	"github.com/tenantgate/tenantgate/internal/testenv"
-	"github.com/tenantgate/tenantgate/keystore"
 )
 
 // adminToken is the admin token of the e2e configs.
@@ -38,22 +33,6 @@ func inProcessSpoolDir(t *testing.T) string {
 		t.Fatal(spoolDir.err)
 	}
 	return spoolDir.path
-}
-
-// migratedDB creates a fresh database with the Tenantgate schema.
-func migratedDB(t *testing.T) string {
-	t.Helper()
-	dsn := testenv.FreshDatabase(t)
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := keystore.Migrate(ctx, cfg); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	return dsn
 }
 
 // adminClient calls an admin API and checks every answer against its
@@ -302,15 +281,7 @@ func (c *adminClient) createKey(orgID, name string) apiKey {
 // gatewayStatus sends GET url with key and returns the status.
 func gatewayStatus(t *testing.T, url, key string) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := httpClient().Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return getWithKey(t, httpClient(), url, key).status
 }
 
 // waitGatewayStatus polls url until it answers want for key, and returns

@@ -3,11 +3,12 @@ package e2e
 import (
 	"encoding/csv"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // usageRow is the part of a usage row the tests read.
@@ -141,27 +142,20 @@ type usagePeriodJSON struct {
 // selfService calls GET /v1/usage on the gateway with key.
 func selfService(t *testing.T, url, key string) (int, tenantUsage, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := httpClient().Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	r := getWithKey(t, httpClient(), url, key)
 	var u tenantUsage
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, &u); err != nil {
-			t.Fatalf("GET /v1/usage: not JSON: %v: %s", err, body)
+	if r.status == http.StatusOK {
+		if err := json.Unmarshal(r.body, &u); err != nil {
+			t.Fatalf("GET /v1/usage: not JSON: %v: %s", err, r.body)
 		}
 	}
-	return resp.StatusCode, u, body
+	return r.status, u, r.body
 }
 
 // TestTenantUsageReportIsolation: a tenant's GET /v1/usage reports its own
 // organization only, whatever the query string names, with its live limits.
 func TestTenantUsageReportIsolation(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	ports := startAdminGateway(t, dsn)
 	adminPort, gatewayURL := ports.backend, ports.gatewayURL()
 	c := newAdminClient(t, "http://127.0.0.1:"+adminPort, adminToken)

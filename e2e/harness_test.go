@@ -78,7 +78,8 @@ func startGatewayWithGlobals(t *testing.T, p testPorts, globals, caddyfile strin
 	return tester
 }
 
-// envelope is the JSON error body of DESIGN §3.
+// envelope is the JSON body of every error the gateway itself answers
+// (tenant.Envelope), decoded on its own so the tests check the wire format.
 type envelope struct {
 	Error struct {
 		Code    int            `json:"code"`
@@ -161,4 +162,30 @@ func TestGatewayPortsAreChosenFree(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
 		t.Fatalf("status %d body %q, want 200 ok", resp.StatusCode, body)
 	}
+}
+
+// keyedResponse is what the tests keep of a response to a request made
+// with an API key.
+type keyedResponse struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// getWithKey sends GET url with the API key.
+func getWithKey(t *testing.T, client *http.Client, url, key string) keyedResponse {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return keyedResponse{}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return keyedResponse{status: resp.StatusCode, header: resp.Header, body: body}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -13,40 +12,15 @@ import (
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
-// rlResponse is what the rate-limit tests keep of a response.
-type rlResponse struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-// getWithKey sends GET url with the API key.
-func getWithKey(t *testing.T, client *http.Client, url, key string) rlResponse {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Errorf("GET %s: %v", url, err)
-		return rlResponse{}
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return rlResponse{status: resp.StatusCode, header: resp.Header, body: body}
-}
-
 // burst sends one request to each URL, all at once, and returns the
 // responses.
-func burst(t *testing.T, urls []string, key string) []rlResponse {
+func burst(t *testing.T, urls []string, key string) []keyedResponse {
 	t.Helper()
 	// Its own connections, closed afterwards so the gateway can stop at once.
 	tr := &http.Transport{MaxIdleConnsPerHost: len(urls)}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	out := make([]rlResponse, len(urls))
+	out := make([]keyedResponse, len(urls))
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, u := range urls {
@@ -72,7 +46,7 @@ func repeat(url string, n int) []string {
 }
 
 // countStatus counts responses by status code.
-func countStatus(rs []rlResponse) map[int]int {
+func countStatus(rs []keyedResponse) map[int]int {
 	m := map[int]int{}
 	for _, r := range rs {
 		m[r.status]++
@@ -81,7 +55,7 @@ func countStatus(rs []rlResponse) map[int]int {
 }
 
 // firstWithStatus returns the first response with status.
-func firstWithStatus(t *testing.T, rs []rlResponse, status int) rlResponse {
+func firstWithStatus(t *testing.T, rs []keyedResponse, status int) keyedResponse {
 	t.Helper()
 	for _, r := range rs {
 		if r.status == status {
@@ -89,23 +63,26 @@ func firstWithStatus(t *testing.T, rs []rlResponse, status int) rlResponse {
 		}
 	}
 	t.Fatalf("no %d among the responses (%v)", status, countStatus(rs))
-	return rlResponse{}
+	return keyedResponse{}
 }
 
 // uniqueOrg is an organization ID of this test run's own, so runs (and
 // tests sharing Redis) never collide.
 func uniqueOrg() string { return testenv.UniqueName("org_e2e_") }
 
-// Syntax of the IETF fields (draft-ietf-httpapi-ratelimit-headers-10 §3, §4)
+// Syntax of the IETF fields (draft-ietf-httpapi-ratelimit-headers-10,
+// sections 3 and 4)
 // as tenant_ratelimit emits them.
 var (
 	policyField    = regexp.MustCompile(`^"minute";q=\d+;w=60, "day";q=\d+;w=86400$`)
 	rateLimitField = regexp.MustCompile(`^"minute";r=(\d+)(;t=\d+)?, "day";r=(\d+);t=(\d+)$`)
 )
 
-// check429 verifies a 429 as the issue's "Must show" describes it, and
-// returns its details.
-func check429(t *testing.T, r rlResponse, burst string) map[string]any {
+// check429 verifies what a client is promised with a 429: the error
+// envelope with limit_type, daily_used, minute_used, reset_at and
+// retry_after details, a Retry-After that matches them, and the rate-limit
+// headers; it returns the details.
+func check429(t *testing.T, r keyedResponse, burst string) map[string]any {
 	t.Helper()
 	if r.status != http.StatusTooManyRequests {
 		t.Fatalf("status %d, want 429", r.status)
@@ -155,7 +132,7 @@ func check429(t *testing.T, r rlResponse, burst string) map[string]any {
 }
 
 // checkResetDay: X-RateLimit-Reset-Day is the 00:00 UTC after the response.
-func checkResetDay(t *testing.T, r rlResponse) {
+func checkResetDay(t *testing.T, r keyedResponse) {
 	t.Helper()
 	date, err := http.ParseTime(r.header.Get("Date"))
 	if err != nil {

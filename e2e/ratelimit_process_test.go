@@ -295,7 +295,7 @@ func TestRateLimitAdaptErrors(t *testing.T) {
 	cases := map[string]string{
 		"plan tiny 0 1000":           "per_minute must be a positive integer",
 		"plan tiny 6 1000 burst -4":  "burst must be zero or a positive integer",
-		"redis_timeout fast":         "expected a duration",
+		"redis_timeout fast":         "expected a positive duration",
 		"on_redis_error ignore":      "expected local, allow or deny",
 		"redis_addr 127.0.0.1:redis": `redis_addr: \"127.0.0.1:redis\" is not host:port`,
 		// A setting given twice is an error naming the second line.

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tenantgate/tenantgate/internal/testenv"
 	"github.com/tenantgate/tenantgate/internal/usagetest"
 )
 
@@ -52,7 +53,7 @@ func TestUsageIngestKilledMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := startIngest(t, brokers, dsn, "e2e-kill")
-	waitFor(t, 30*time.Second, "the consumer to wait inside its batch transaction", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the consumer to wait inside its batch transaction", func() bool {
 		var waiting int
 		_ = store.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE application_name = 'tenantgate-usage-ingest' AND wait_event_type = 'Lock'`).Scan(&waiting)

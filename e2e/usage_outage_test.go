@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/tenantgate/tenantgate/internal/testenv"
 	"github.com/tenantgate/tenantgate/internal/usagetest"
 )
 
@@ -46,7 +47,7 @@ func TestUsageBrokerOutageAndGatewayKill(t *testing.T) {
 
 	cluster.Close() // the broker goes away mid-load
 	load(300)
-	waitFor(t, 20*time.Second, "the spool to grow while the broker is down", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the spool to grow while the broker is down", func() bool {
 		return adminMetric(t, g, "tenantgate_usage_spool_bytes") > 0
 	})
 	if st := readyStatus(t, g); st != "degraded" {
@@ -56,7 +57,7 @@ func TestUsageBrokerOutageAndGatewayKill(t *testing.T) {
 	// SIGKILL during the outage, once every event handed off so far has
 	// reached the spool (what a SIGKILL can take is the buffer: events of
 	// the last few milliseconds); the restarted gateway finds the spool.
-	waitFor(t, 20*time.Second, "every emitted event to be spooled or delivered", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "every emitted event to be spooled or delivered", func() bool {
 		emitted := adminMetric(t, g, "tenantgate_usage_events_emitted_total")
 		return emitted == float64(c.answered()) &&
 			adminMetric(t, g, "tenantgate_usage_events_spooled_total")+adminMetric(t, g, `tenantgate_usage_events_delivered_total{sink="kafka"}`) >= emitted
@@ -68,7 +69,7 @@ func TestUsageBrokerOutageAndGatewayKill(t *testing.T) {
 	load(200)
 
 	_, _ = usagetest.KafkaOnPort(t, port, usageTopic, 2, kfake.DataDir(kafkaDir)) // the broker is back
-	waitFor(t, 90*time.Second, "the spool to drain", func() bool {
+	testenv.WaitFor(t, 90*time.Second, "the spool to drain", func() bool {
 		return adminMetric(t, g, "tenantgate_usage_spool_bytes") == 0 && adminMetric(t, g, "tenantgate_usage_events_replayed_total") > 0
 	})
 	if c.failures != 0 || c.statuses[200] != 700 {
@@ -82,17 +83,6 @@ func TestUsageBrokerOutageAndGatewayKill(t *testing.T) {
 	startIngest(t, brokers, dsn, "e2e-outage")
 	waitForEvents(t, store, org, 700, 90*time.Second)
 	reconcileExactly(t, store, org, 700)
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s waiting for %s", limit, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // readyStatus is the usage check's status on /health/ready.

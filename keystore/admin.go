@@ -151,6 +151,11 @@ type KeyInput struct {
 	Test bool
 }
 
+// DefaultRotateGrace is how long a rotated key keeps working when the
+// rotation does not say (`caddy tenant key rotate`, the admin API's
+// rotate), so that clients can switch to the new key without downtime.
+const DefaultRotateGrace = 24 * time.Hour
+
 // RotateOptions are RotateKey's options.
 type RotateOptions struct {
 	// Grace is how long the old key keeps working; 0 ends it now. It never
@@ -163,7 +168,7 @@ type RotateOptions struct {
 
 // Page sizes of ListOrgs and ListKeys.
 const (
-	DefaultPageSize = 100
+	defaultPageSize = 100
 	MaxPageSize     = 1000
 )
 
@@ -257,7 +262,7 @@ func (a *Admin) GetOrg(ctx context.Context, id string) (Organization, error) {
 	return o, dbError("reading the organization", err)
 }
 
-// ListOrgs returns up to limit organizations (0: DefaultPageSize, at most
+// ListOrgs returns up to limit organizations (0: 100, at most
 // MaxPageSize), oldest first, after cursor ("" for the first page), and
 // the cursor of the next page ("" after the last).
 func (a *Admin) ListOrgs(ctx context.Context, cursor string, limit int) ([]Organization, string, error) {
@@ -407,7 +412,7 @@ func insertKey(ctx context.Context, q querier, in KeyInput, expiresAt *time.Time
 	}
 	k, err := one(ctx, q, scanAPIKey, nil, `INSERT INTO api_keys (organization_id, name, key_prefix, key_hash, plan_tier, expires_at)
 		VALUES ($1, $2, $3, $4, $5, coalesce(now() + make_interval(secs => $6::float8), $7::timestamptz)) RETURNING `+apiKeyCols,
-		in.OrgID, in.Name, DisplayPrefix(key), h[:], in.Plan, expiresIn, expiresAt)
+		in.OrgID, in.Name, displayPrefix(key), h[:], in.Plan, expiresIn, expiresAt)
 	return NewAPIKey{Key: key, APIKey: k}, err
 }
 
@@ -421,9 +426,9 @@ func (a *Admin) GetKey(ctx context.Context, id string) (APIKey, error) {
 	return k, dbError("reading the key", err)
 }
 
-// ListKeys returns up to limit keys of an organization (0:
-// DefaultPageSize, at most MaxPageSize), oldest first, after cursor (""
-// for the first page), and the cursor of the next page ("" after the last).
+// ListKeys returns up to limit keys of an organization (0: 100, at most
+// MaxPageSize), oldest first, after cursor ("" for the first page), and
+// the cursor of the next page ("" after the last).
 func (a *Admin) ListKeys(ctx context.Context, orgID, cursor string, limit int) ([]APIKey, string, error) {
 	orgID, err := checkID("organization", orgID)
 	if err != nil {
@@ -576,11 +581,11 @@ type pageStart struct {
 }
 
 // parsePage decodes a cursor ("" for the first page) and checks the page
-// size, replacing 0 by DefaultPageSize.
+// size, replacing 0 by defaultPageSize.
 func parsePage(cursor string, limit *int) (after pageStart, err error) {
 	switch {
 	case *limit == 0:
-		*limit = DefaultPageSize
+		*limit = defaultPageSize
 	case *limit < 0 || *limit > MaxPageSize:
 		return after, errorf(ErrInvalid, "page size must be from 1 to %d, got %d", MaxPageSize, *limit)
 	}

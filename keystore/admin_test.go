@@ -16,7 +16,7 @@ import (
 // database (as an admin API would use them), and a connection to inspect it.
 func adminOnPool(t *testing.T) (*Admin, string) {
 	t.Helper()
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	pool, err := pgxpool.New(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -81,9 +81,9 @@ func TestAdminOrganizationLifecycle(t *testing.T) {
 func TestAdminErrorsAreTypedAndChangeNothing(t *testing.T) {
 	a, dsn := adminOnPool(t)
 	ctx := context.Background()
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	key := seedKey(t, conn, org.ID, 0)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
+	key := newTestKey(t, conn, org.ID, 0)
 	unknown := "0b9d8a9e-5c1f-4f7e-9a51-2f3c4d5e6f70"
 	snapshot := func() string {
 		var s string
@@ -143,7 +143,7 @@ func TestAdminErrorsAreTypedAndChangeNothing(t *testing.T) {
 }
 
 func TestAdminSchemaMissingIsTyped(t *testing.T) {
-	conn := connect(t, testenv.FreshDatabase(t))
+	conn := testenv.Connect(t, testenv.FreshDatabase(t))
 	_, _, err := NewAdmin(conn).ListOrgs(context.Background(), "", 0)
 	if !errors.Is(err, ErrSchemaMissing) || !strings.Contains(err.Error(), "caddy tenant migrate") {
 		t.Errorf("listing an unmigrated database: %v, want ErrSchemaMissing naming `caddy tenant migrate`", err)

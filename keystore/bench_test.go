@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // BenchmarkCachedLookup measures what a request with a cached database key
@@ -39,12 +40,12 @@ func BenchmarkCachedLookup(b *testing.B) {
 // database from TEST_DATABASE_URL): each lookup is of a key evicted just
 // before. It reports the median and the 99th percentile.
 func BenchmarkMissLookup(b *testing.B) {
-	dsn := migratedDB(b)
-	conn := connect(b, dsn)
-	org := seedOrg(b, conn, "basic")
+	dsn := testenv.MigratedDatabase(b)
+	conn := testenv.Connect(b, dsn)
+	org := newTestOrg(b, conn, "basic")
 	hashes := make([]KeyHash, 64)
 	for i := range hashes {
-		hashes[i] = HashKey(seedKey(b, conn, org.ID, 0).Key)
+		hashes[i] = HashKey(newTestKey(b, conn, org.ID, 0).Key)
 	}
 	s := testStore(b, dsn, testSettings(), options{noBackground: true})
 	ctx := context.Background()

@@ -100,17 +100,17 @@ func TestOverfullFilterAsksForARebuild(t *testing.T) {
 }
 
 func TestFilterHoldsEveryKeyThatIsNotRevoked(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	admin := NewAdmin(conn)
-	org, other := seedOrg(t, conn, "basic"), seedOrg(t, conn, "premium")
-	active, expiring := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, time.Hour)
-	expired := seedKey(t, conn, org.ID, 0)
+	org, other := newTestOrg(t, conn, "basic"), newTestOrg(t, conn, "premium")
+	active, expiring := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, time.Hour)
+	expired := newTestKey(t, conn, org.ID, 0)
 	if _, err := conn.Exec(ctx, `UPDATE api_keys SET expires_at = now() - interval '1 hour' WHERE id = $1`, expired.ID); err != nil {
 		t.Fatal(err)
 	}
-	ofDisabled := seedKey(t, conn, other.ID, 0) // may work again with EnableOrg
+	ofDisabled := newTestKey(t, conn, other.ID, 0) // may work again with EnableOrg
 	if _, err := admin.DisableOrg(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -130,16 +130,16 @@ func TestFilterHoldsEveryKeyThatIsNotRevoked(t *testing.T) {
 }
 
 func TestKeyUnknownToTheFilterIsStillAccepted(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
 	s := testStore(t, dsn, testSettings(), options{noBackground: true})
 	if err := s.buildFilter(); err != nil {
 		t.Fatal(err)
 	}
 	// Created after the filter, and no LISTEN connection to announce it:
 	// it goes through the unverified lane, and then joins the filter.
-	k := seedKey(t, conn, org.ID, 0)
+	k := newTestKey(t, conn, org.ID, 0)
 	if id, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil || id.KeyID != k.ID {
 		t.Fatalf("key created after the filter: %v, %v", id, err)
 	}
@@ -149,13 +149,13 @@ func TestKeyUnknownToTheFilterIsStillAccepted(t *testing.T) {
 }
 
 func TestNewKeyJoinsTheFilterByNotification(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
 	s := testStore(t, dsn, testSettings(), options{})
-	waitFor(t, 10*time.Second, "the key filter", func() bool { return s.filter.Load() != nil })
-	k := seedKey(t, conn, org.ID, 0)
-	waitFor(t, 5*time.Second, "the new key's notification to reach the filter", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the key filter", func() bool { return s.filter.Load() != nil })
+	k := newTestKey(t, conn, org.ID, 0)
+	testenv.WaitFor(t, 5*time.Second, "the new key's notification to reach the filter", func() bool {
 		return s.filter.Load().mayContain(HashKey(k.Key))
 	})
 }
@@ -174,9 +174,9 @@ func holdForged(real KeyHash, release <-chan struct{}) func(pgx.TraceQueryStartD
 }
 
 func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	real := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	real := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	release := make(chan struct{})
 	defer func() {
 		select {
@@ -202,7 +202,7 @@ func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T)
 			errs <- err
 		})
 	}
-	waitFor(t, 5*time.Second, "the unverified lane to fill", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the unverified lane to fill", func() bool {
 		return queries.inFlight.Load() == int64(cap(s.unverified.slots)) && s.unverified.waiting.Load() == s.unverified.maxWaiting
 	})
 
@@ -231,9 +231,9 @@ func TestUnverifiedLaneOverflowFailsFastWithoutMarkingPostgresDown(t *testing.T)
 }
 
 func TestWaitingForAPoolConnectionIsNotAPostgresFailure(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	s := testStore(t, dsn+"&pool_max_conns=1", testSettings(), options{noBackground: true, queryTimeout: 200 * time.Millisecond})
 	ctx := context.Background()
 	busy, err := s.pool.Acquire(ctx) // the only connection
@@ -261,21 +261,21 @@ func TestWaitingForAPoolConnectionIsNotAPostgresFailure(t *testing.T) {
 // keys never used before are accepted in the middle, health stays up, and
 // PostgreSQL sees a bounded number of concurrent lookups.
 func TestForgedKeyFloodDoesNotStarveRealKeys(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.SetDelay(10 * time.Millisecond) // each way
 	queries := new(queryCounter)
 	s := testStore(t, viaProxy, testSettings(), options{tracer: queries})
-	waitFor(t, 10*time.Second, "the warm start", s.warmed.Load)
+	testenv.WaitFor(t, 10*time.Second, "the warm start", s.warmed.Load)
 	// Created now, the keys are not cached; their notifications put them
 	// in the key filter.
 	real := make([]NewAPIKey, 5)
 	for i := range real {
-		real[i] = seedKey(t, conn, org.ID, 0)
+		real[i] = newTestKey(t, conn, org.ID, 0)
 	}
-	waitFor(t, 5*time.Second, "the keys' notifications", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the keys' notifications", func() bool {
 		return s.filter.Load().mayContain(HashKey(real[len(real)-1].Key))
 	})
 
@@ -299,7 +299,7 @@ func TestForgedKeyFloodDoesNotStarveRealKeys(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 10*time.Second, "the flood to reach PostgreSQL", func() bool { return refused.Load() > 10 && shed.Load() > 1000 })
+	testenv.WaitFor(t, 10*time.Second, "the flood to reach PostgreSQL", func() bool { return refused.Load() > 10 && shed.Load() > 1000 })
 
 	for i, k := range real {
 		time.Sleep(100 * time.Millisecond) // spread over the flood

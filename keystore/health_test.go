@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/internal/testenv"
 )
@@ -17,7 +15,7 @@ func TestHealthSaysTheSchemaIsMissing(t *testing.T) {
 	dsn := testenv.FreshDatabase(t) // reachable, never migrated
 	s := testStore(t, dsn, testSettings(), options{})
 	const want = "schema missing: run `caddy tenant migrate`"
-	waitFor(t, 5*time.Second, "the missing schema to be noticed", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the missing schema to be noticed", func() bool {
 		return strings.Contains(s.health(false).Detail, want)
 	})
 	if r := s.health(false); r.Status != tenant.StatusDown || strings.Contains(r.Detail, "unreachable") {
@@ -31,24 +29,18 @@ func TestHealthSaysTheSchemaIsMissing(t *testing.T) {
 		t.Errorf("lookup without a schema: %v, want ErrStoreUnavailable (503), not a refusal", err)
 	}
 
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Migrate(context.Background(), cfg); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "health to recover after the migration", func() bool {
+	testenv.Migrate(t, dsn)
+	testenv.WaitFor(t, 10*time.Second, "health to recover after the migration", func() bool {
 		return s.health(false).Status == tenant.StatusOK
 	})
 }
 
 func TestHealthWithStaticKeysIsDegradedNotDown(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
 	s := testStore(t, viaProxy, testSettings(), options{})
-	waitFor(t, 5*time.Second, "the outage to be noticed", func() bool { return s.state.failing.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the outage to be noticed", func() bool { return s.state.failing.Load() })
 	if r := s.health(false); r.Status != tenant.StatusDown || !strings.Contains(r.Detail, "unreachable") {
 		t.Errorf("health without static keys = %+v, want down", r)
 	}

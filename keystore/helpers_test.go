@@ -2,44 +2,15 @@ package keystore
 
 import (
 	"context"
-	"crypto/sha256"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
-// migratedDB returns the URL of a fresh, migrated database for this test.
-func migratedDB(t testing.TB) string {
-	t.Helper()
-	dsn := testenv.FreshDatabase(t)
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Migrate(context.Background(), cfg); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	return dsn
-}
-
-// connect opens a connection closed at the end of the test.
-func connect(t testing.TB, dsn string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
-
-// seedOrg creates an organization with the admin operations.
-func seedOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {
+// newTestOrg creates an organization with the admin operations.
+func newTestOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {
 	t.Helper()
 	o, err := NewAdmin(conn).CreateOrg(context.Background(), OrgInput{Name: "org " + plan, Plan: plan})
 	if err != nil {
@@ -48,8 +19,8 @@ func seedOrg(t testing.TB, conn *pgx.Conn, plan string) Organization {
 	return o
 }
 
-// seedKey creates a key for org.
-func seedKey(t testing.TB, conn *pgx.Conn, orgID string, expiresIn time.Duration) NewAPIKey {
+// newTestKey creates a key for org.
+func newTestKey(t testing.TB, conn *pgx.Conn, orgID string, expiresIn time.Duration) NewAPIKey {
 	t.Helper()
 	k, err := NewAdmin(conn).CreateKey(context.Background(), KeyInput{OrgID: orgID, Name: "test key", ExpiresIn: expiresIn})
 	if err != nil {
@@ -123,22 +94,6 @@ func testStore(t testing.TB, dsn string, s Settings, opts options) *Store {
 	return st
 }
 
-// waitFor polls cond every 10 ms until it holds or timeout passes. The
-// timeout is a bound on correctness (something must happen), never a
-// speed measurement.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func sha256Of(s string) KeyHash { return sha256.Sum256([]byte(s)) }
-
 // randomKey is a well-formed key that is in no database: what anyone can
 // mint.
 func randomKey(t testing.TB) string {
@@ -148,21 +103,4 @@ func randomKey(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return k
-}
-
-// lookupAll looks up every key at once, each in its own goroutine, and
-// returns the errors in order.
-func lookupAll(s *Store, hashes []KeyHash) []error {
-	errs := make([]error, len(hashes))
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i, h := range hashes {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = s.Lookup(context.Background(), h)
-		})
-	}
-	close(start)
-	wg.Wait()
-	return errs
 }

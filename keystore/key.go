@@ -26,21 +26,21 @@ func HashKey(key string) KeyHash {
 	return sha256.Sum256([]byte(key))
 }
 
-// Database API keys are "sk_live_" or "sk_test_" followed by KeyBodyLen
-// base62 characters: KeyRandomLen from crypto/rand (about 154 bits) and a
-// KeyChecksumLen-character CRC-32 of everything before it, as GitHub's
+// Database API keys are "sk_live_" or "sk_test_" followed by keyBodyLen
+// base62 characters: keyRandomLen from crypto/rand (about 154 bits) and a
+// keyChecksumLen-character CRC-32 of everything before it, as GitHub's
 // tokens carry. The checksum catches typos without a database query and
 // lets secret scanners recognise a leaked key. It is not a secret: anyone
 // can mint well-formed keys, so it does not keep a flood of made-up keys
 // away from PostgreSQL; the key filter and the lookup lanes do (lanes.go).
 const (
-	LiveKeyPrefix  = "sk_live_"
-	TestKeyPrefix  = "sk_test_"
-	KeyBodyLen     = 32
-	KeyRandomLen   = 26
-	KeyChecksumLen = KeyBodyLen - KeyRandomLen
-	KeyLen         = len(LiveKeyPrefix) + KeyBodyLen
-	DisplayPrefLen = 12 // stored and shown: "sk_live_AbCd"
+	liveKeyPrefix    = "sk_live_"
+	TestKeyPrefix    = "sk_test_"
+	keyBodyLen       = 32
+	keyRandomLen     = 26
+	keyChecksumLen   = keyBodyLen - keyRandomLen
+	keyLen           = len(liveKeyPrefix) + keyBodyLen
+	displayPrefixLen = 12 // stored and shown: "sk_live_AbCd"
 )
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -49,12 +49,12 @@ const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 // are rejected so that every base62 character is equally likely (248 is the
 // largest multiple of 62 that fits a byte): no modulo bias.
 func GenerateKey(test bool) (string, error) {
-	prefix := LiveKeyPrefix
+	prefix := liveKeyPrefix
 	if test {
 		prefix = TestKeyPrefix
 	}
-	const randomEnd = KeyLen - KeyChecksumLen
-	key := make([]byte, 0, KeyLen)
+	const randomEnd = keyLen - keyChecksumLen
+	key := make([]byte, 0, keyLen)
 	key = append(key, prefix...)
 	var rnd [48]byte
 	for len(key) < randomEnd {
@@ -86,11 +86,11 @@ func checksum(s string) uint32 {
 	return ^crc
 }
 
-// appendChecksum appends sum in base62, KeyChecksumLen characters wide
+// appendChecksum appends sum in base62, keyChecksumLen characters wide
 // (62^6 > 2^32, so every CRC-32 fits).
 func appendChecksum(dst []byte, sum uint32) []byte {
-	var digits [KeyChecksumLen]byte
-	for i := KeyChecksumLen - 1; i >= 0; i-- {
+	var digits [keyChecksumLen]byte
+	for i := keyChecksumLen - 1; i >= 0; i-- {
 		digits[i] = base62[sum%62]
 		sum /= 62
 	}
@@ -101,25 +101,25 @@ func appendChecksum(dst []byte, sum uint32) []byte {
 // a valid checksum. Other tokens cannot be in the database, so they are
 // refused without a query. It allocates nothing.
 func WellFormedKey(token string) bool {
-	if len(token) != KeyLen {
+	if len(token) != keyLen {
 		return false
 	}
-	if p := token[:len(LiveKeyPrefix)]; p != LiveKeyPrefix && p != TestKeyPrefix {
+	if p := token[:len(liveKeyPrefix)]; p != liveKeyPrefix && p != TestKeyPrefix {
 		return false
 	}
-	for i := len(LiveKeyPrefix); i < len(token); i++ {
+	for i := len(liveKeyPrefix); i < len(token); i++ {
 		c := token[i]
 		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
 			return false
 		}
 	}
-	const randomEnd = KeyLen - KeyChecksumLen
-	var want [KeyChecksumLen]byte
+	const randomEnd = keyLen - keyChecksumLen
+	var want [keyChecksumLen]byte
 	appendChecksum(want[:0], checksum(token[:randomEnd]))
 	return token[randomEnd:] == string(want[:])
 }
 
-// DisplayPrefix is the part of a key that is stored and shown in listings.
-func DisplayPrefix(key string) string {
-	return key[:DisplayPrefLen]
+// displayPrefix is the part of a key that is stored and shown in listings.
+func displayPrefix(key string) string {
+	return key[:displayPrefixLen]
 }

@@ -35,12 +35,12 @@ func TestWellFormedKey(t *testing.T) {
 	}
 	// Made-up keys of the right shape fail the checksum (false accept
 	// rate 2^-32 each): typos are refused without a query.
-	body := make([]byte, KeyBodyLen)
+	body := make([]byte, keyBodyLen)
 	for i := range 10000 {
 		for j := range body {
 			body[j] = base62[(i*7+j*13+i*j)%62]
 		}
-		if WellFormedKey(LiveKeyPrefix + string(body)) {
+		if WellFormedKey(liveKeyPrefix + string(body)) {
 			t.Fatalf("made-up key %d passes the checksum", i)
 		}
 	}
@@ -70,14 +70,14 @@ func TestGenerateKeyIsUniform(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := len(LiveKeyPrefix); i < len(LiveKeyPrefix)+KeyRandomLen; i++ {
+		for i := len(liveKeyPrefix); i < len(liveKeyPrefix)+keyRandomLen; i++ {
 			counts[k[i]]++
 		}
 	}
 	if len(counts) != 62 {
 		t.Fatalf("%d distinct characters, want 62", len(counts))
 	}
-	expected := float64(keys*KeyRandomLen) / 62
+	expected := float64(keys*keyRandomLen) / 62
 	var chi2 float64
 	for _, n := range counts {
 		d := float64(n) - expected

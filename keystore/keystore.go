@@ -9,6 +9,16 @@
 // usage pool keyed by the database URL (Acquire), so a reload keeps the warm
 // cache and opens no new connections. docs/keystore.md describes how a
 // lookup flows and what each failure looks like.
+//
+// The package reads as its concepts: keystore.go (the Store and a lookup),
+// share.go (one store shared by the configs on a database), cache.go,
+// filter.go and lanes.go (how forged keys are kept from starving real
+// ones), listen.go (change notifications), refresh.go (refresh, filter
+// build, warm start), lastused.go (api_keys.last_used_at), health.go
+// (PostgreSQL's state and the readiness check), rows.go (what is read and
+// how a row becomes a verdict), key.go (the key format), admin.go (the
+// organization and key operations of the CLI and the admin API) and
+// metrics.go.
 package keystore
 
 import (
@@ -26,6 +36,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
@@ -89,11 +100,11 @@ type Settings struct {
 
 // Defaults of Settings.
 const (
-	DefaultCacheTTL          = 15 * time.Minute
-	DefaultNegativeCacheTTL  = 30 * time.Second
-	DefaultRefreshInterval   = 15 * time.Minute
-	DefaultCacheSize         = 100_000
-	DefaultNegativeCacheSize = 10_000
+	defaultCacheTTL          = 15 * time.Minute
+	defaultNegativeCacheTTL  = 30 * time.Second
+	defaultRefreshInterval   = 15 * time.Minute
+	defaultCacheSize         = 100_000
+	defaultNegativeCacheSize = 10_000
 	// MaxCacheSize bounds CacheSize and NegativeCacheSize (memory).
 	MaxCacheSize = 10_000_000
 )
@@ -112,11 +123,11 @@ func (s Settings) Validate() error {
 
 // withDefaults fills in the zero fields.
 func (s Settings) withDefaults() Settings {
-	s.CacheTTL = orDefault(s.CacheTTL, DefaultCacheTTL)
-	s.NegativeCacheTTL = orDefault(s.NegativeCacheTTL, DefaultNegativeCacheTTL)
-	s.RefreshInterval = orDefault(s.RefreshInterval, DefaultRefreshInterval)
-	s.CacheSize = orDefault(s.CacheSize, DefaultCacheSize)
-	s.NegativeCacheSize = orDefault(s.NegativeCacheSize, DefaultNegativeCacheSize)
+	s.CacheTTL = orDefault(s.CacheTTL, defaultCacheTTL)
+	s.NegativeCacheTTL = orDefault(s.NegativeCacheTTL, defaultNegativeCacheTTL)
+	s.RefreshInterval = orDefault(s.RefreshInterval, defaultRefreshInterval)
+	s.CacheSize = orDefault(s.CacheSize, defaultCacheSize)
+	s.NegativeCacheSize = orDefault(s.NegativeCacheSize, defaultNegativeCacheSize)
 	if s.Logger == nil {
 		s.Logger = caddy.Log()
 	}
@@ -260,7 +271,7 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if s.metrics, err = acquireStoreMetrics(); err != nil {
+	if s.metrics, err = sharedmetrics.Acquire(metricsName, nil, newStoreMetrics); err != nil {
 		return nil, err
 	}
 	normal, unverified := laneSizes(int(cfg.MaxConns))
@@ -271,7 +282,7 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	s.pool, err = pgxpool.NewWithConfig(s.ctx, cfg)
 	if err != nil {
 		s.cancel()
-		releaseStoreMetrics()
+		_ = sharedmetrics.Release(metricsName)
 		return nil, fmt.Errorf("database_url: %w", err)
 	}
 	if !opts.noBackground {
@@ -300,8 +311,7 @@ func (s *Store) Destruct() error {
 	s.wg.Wait()
 	s.finalLastUseFlush()
 	s.pool.Close()
-	releaseStoreMetrics()
-	return nil
+	return sharedmetrics.Release(metricsName)
 }
 
 func (s *Store) logger() *zap.Logger { return s.settings.Load().Logger }
@@ -311,9 +321,6 @@ func (s *Store) Settings() Settings { return *s.settings.Load() }
 
 // Target is the database the store reads, as host:port/database.
 func (s *Store) Target() string { return s.target }
-
-// Admin returns the organization and key operations on the store's pool.
-func (s *Store) Admin() *Admin { return NewAdmin(s.pool) }
 
 // Lookup resolves a key hash: the cache first, PostgreSQL on a miss, the
 // stale cache when PostgreSQL fails. It returns the identity, or one of

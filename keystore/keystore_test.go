@@ -13,15 +13,15 @@ import (
 )
 
 func TestLookupReturnsTheKeysIdentity(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
 	perMin, burst := int64(42), int64(0)
 	org, err := NewAdmin(conn).CreateOrg(ctx, OrgInput{Name: "acme", Plan: "premium", Limits: Limits{PerMinute: &perMin, Burst: &burst}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := seedKey(t, conn, org.ID, 0)
+	plain := newTestKey(t, conn, org.ID, 0)
 	enterprise := "enterprise"
 	override, err := NewAdmin(conn).CreateKey(ctx, KeyInput{OrgID: org.ID, Name: "override", Plan: &enterprise})
 	if err != nil {
@@ -44,9 +44,9 @@ func TestLookupReturnsTheKeysIdentity(t *testing.T) {
 }
 
 func TestCacheHitMakesNoQuery(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 
@@ -68,9 +68,9 @@ func TestCacheHitMakesNoQuery(t *testing.T) {
 }
 
 func TestConcurrentMissesMakeOneQuery(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	// The query is slowed down so that every goroutine misses while it runs.
 	queries := &queryCounter{delay: 100 * time.Millisecond}
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
@@ -101,7 +101,7 @@ func TestConcurrentMissesMakeOneQuery(t *testing.T) {
 }
 
 func TestRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	queries := new(queryCounter)
 	set := testSettings()
 	// 16 refusals per shard: the last 10 are never the earliest-expiring
@@ -139,9 +139,9 @@ func TestRandomKeyFloodStaysWithinTheNegativeBound(t *testing.T) {
 }
 
 func TestTTLsFollowTheInjectedClock(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	set := testSettings()
@@ -172,9 +172,9 @@ func TestTTLsFollowTheInjectedClock(t *testing.T) {
 }
 
 func TestCachedKeyExpiresOnTime(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, time.Hour)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, time.Hour)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	set := testSettings()
@@ -198,20 +198,20 @@ func TestCachedKeyExpiresOnTime(t *testing.T) {
 }
 
 func TestRefusalsAreSpecific(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	revoked := seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	revoked := newTestKey(t, conn, org.ID, 0)
 	if _, err := NewAdmin(conn).RevokeKey(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	expired := seedKey(t, conn, org.ID, 0)
+	expired := newTestKey(t, conn, org.ID, 0)
 	if _, err := conn.Exec(ctx, `UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1`, expired.ID); err != nil {
 		t.Fatal(err)
 	}
-	other := seedOrg(t, conn, "premium")
-	disabled := seedKey(t, conn, other.ID, 0)
+	other := newTestOrg(t, conn, "premium")
+	disabled := newTestKey(t, conn, other.ID, 0)
 	if _, err := NewAdmin(conn).DisableOrg(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -235,10 +235,10 @@ func TestRefusalsAreSpecific(t *testing.T) {
 }
 
 func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	used := seedKey(t, conn, org.ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
+	used := newTestKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
 	s := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
@@ -248,11 +248,11 @@ func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 	}
 
 	proxy.Cut()
-	clock.Advance(DefaultCacheTTL + time.Minute) // the cached copy is stale now
+	clock.Advance(defaultCacheTTL + time.Minute) // the cached copy is stale now
 	if id, err := s.Lookup(ctx, HashKey(used.Key)); err != nil || id.KeyID != used.ID {
 		t.Errorf("cached key during the outage: %v, %v; want it served (stale-if-error)", id, err)
 	}
-	newKey := seedKey(t, conn, org.ID, 0) // created directly, not through the proxy
+	newKey := newTestKey(t, conn, org.ID, 0) // created directly, not through the proxy
 	_, err := s.Lookup(ctx, HashKey(newKey.Key))
 	if !errors.Is(err, ErrStoreUnavailable) || IsRejection(err) {
 		t.Errorf("uncached key during the outage: err = %v, want ErrStoreUnavailable (503), not a refusal", err)
@@ -269,21 +269,21 @@ func TestOutageServesCachedKeysAndAnswersMissesUnavailable(t *testing.T) {
 }
 
 func TestStartsWithPostgresDown(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	proxy.Cut()
 	s := testStore(t, viaProxy, testSettings(), options{})
 	ctx := context.Background()
-	waitFor(t, 5*time.Second, "the store to notice that Postgres is down", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the store to notice that Postgres is down", func() bool {
 		return s.health(false).Status == tenant.StatusDown
 	})
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("lookup with Postgres down: err = %v, want ErrStoreUnavailable", err)
 	}
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "the store to reconnect", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the store to reconnect", func() bool {
 		return s.health(false).Status == tenant.StatusOK
 	})
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
@@ -292,17 +292,17 @@ func TestStartsWithPostgresDown(t *testing.T) {
 }
 
 func TestWarmStartLoadsActiveKeys(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	active := []NewAPIKey{seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, time.Hour)}
-	revoked := seedKey(t, conn, org.ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
+	active := []NewAPIKey{newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, time.Hour)}
+	revoked := newTestKey(t, conn, org.ID, 0)
 	if _, err := NewAdmin(conn).RevokeKey(context.Background(), revoked.ID); err != nil {
 		t.Fatal(err)
 	}
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{tracer: queries})
-	waitFor(t, 5*time.Second, "the warm start", func() bool { return s.keys.len() == len(active) })
+	testenv.WaitFor(t, 5*time.Second, "the warm start", func() bool { return s.keys.len() == len(active) })
 	for _, k := range active {
 		if _, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil {
 			t.Fatal(err)
@@ -317,15 +317,15 @@ func TestWarmStartLoadsActiveKeys(t *testing.T) {
 }
 
 func TestNotificationsInvalidateAtOnce(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	k1, k2 := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	k1, k2 := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, dsn, set, options{})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	for _, k := range []NewAPIKey{k1, k2} {
 		if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 			t.Fatal(err)
@@ -335,42 +335,42 @@ func TestNotificationsInvalidateAtOnce(t *testing.T) {
 	if _, err := NewAdmin(conn).RevokeKey(ctx, k1.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the revoked key to be refused", func() bool {
+	testenv.WaitFor(t, time.Second, "the revoked key to be refused", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k1.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
 	if _, err := conn.Exec(ctx, `UPDATE organizations SET plan_tier = 'enterprise' WHERE id = $1`, org.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the organization's new plan", func() bool {
+	testenv.WaitFor(t, time.Second, "the organization's new plan", func() bool {
 		id, err := s.Lookup(ctx, HashKey(k2.Key))
 		return err == nil && id.Plan == "enterprise"
 	})
 	if _, err := NewAdmin(conn).DisableOrg(ctx, org.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the disabled organization's key to be refused", func() bool {
+	testenv.WaitFor(t, time.Second, "the disabled organization's key to be refused", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k2.Key))
 		return errors.Is(err, ErrDisabledOrg)
 	})
 }
 
 func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, viaProxy, set, options{})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
 	}
 
 	proxy.Cut() // kills the LISTEN connection: the revocation's notification is lost
-	waitFor(t, 5*time.Second, "the store to notice", func() bool { return !s.state.listening.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the store to notice", func() bool { return !s.state.listening.Load() })
 	if _, err := NewAdmin(conn).RevokeKey(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -378,18 +378,18 @@ func TestResyncsAfterTheListenConnectionDies(t *testing.T) {
 		t.Fatalf("cached key while Postgres is cut off: %v (want it still served)", err)
 	}
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "the resync to refuse the revoked key", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the resync to refuse the revoked key", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
 }
 
 func TestRefreshRereadsCachedKeys(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	kept, revoked, deleted := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	kept, revoked, deleted := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, tracer: queries})
 	for _, k := range []NewAPIKey{kept, revoked, deleted} {

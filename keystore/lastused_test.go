@@ -47,10 +47,10 @@ func use(t *testing.T, s *Store, h KeyHash) {
 }
 
 func TestLastUseFlushRecordsTheLastUse(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	k, unused := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
+	k, unused := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, now: clock.Now, tracer: queries})
@@ -101,9 +101,9 @@ func TestLastUseFlushRecordsTheLastUse(t *testing.T) {
 }
 
 func TestLastUseFlushWritesInBatches(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
 	const n = 2*lastUseBatchSize + 500
 	hashes := make([]KeyHash, n)
 	raw := make([][]byte, n)
@@ -144,16 +144,16 @@ func TestLastUseFlushWritesInBatches(t *testing.T) {
 }
 
 func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	k, sentinel := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	k, sentinel := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	queries := new(queryCounter)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, dsn, set, options{tracer: queries})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	h := HashKey(k.Key)
 	use(t, s, h)
 	use(t, s, HashKey(sentinel.Key))
@@ -168,7 +168,7 @@ func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
 	if _, err := NewAdmin(conn).RevokeKey(ctx, sentinel.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the sentinel's revocation", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the sentinel's revocation", func() bool {
 		_, err := s.Lookup(ctx, HashKey(sentinel.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
@@ -184,11 +184,11 @@ func TestLastUseFlushDoesNotInvalidateTheCache(t *testing.T) {
 }
 
 func TestLastUseSurvivesReplacedEntries(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	unchanged, changed, notified := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	unchanged, changed, notified := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	clock := testenv.NewClock(time.Now())
 	queries := new(queryCounter)
 	s := testStore(t, dsn, testSettings(), options{noBackground: true, now: clock.Now, tracer: queries})
@@ -228,10 +228,10 @@ func TestLastUseSurvivesReplacedEntries(t *testing.T) {
 }
 
 func TestLastUseFlushFailureKeepsTheMarks(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
-	cached, dropped := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
+	cached, dropped := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
 	s := testStore(t, viaProxy, testSettings(), options{noBackground: true, now: clock.Now})
@@ -255,9 +255,9 @@ func TestLastUseFlushFailureKeepsTheMarks(t *testing.T) {
 }
 
 func TestLastUseFlushDoesNotBlockRequests(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	release := make(chan struct{})
 	queries := &queryCounter{onQuery: func(d pgx.TraceQueryStartData) {
 		if d.SQL == sqlRecordLastUse {
@@ -273,7 +273,7 @@ func TestLastUseFlushDoesNotBlockRequests(t *testing.T) {
 		_, err := s.flushLastUse(context.Background())
 		done <- err
 	}()
-	waitFor(t, 5*time.Second, "the flush to start writing", func() bool { return queries.lastUses.Load() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the flush to start writing", func() bool { return queries.lastUses.Load() == 1 })
 	for range 1000 {
 		use(t, s, h) // would deadlock if a lookup waited for the flush
 	}

@@ -19,13 +19,13 @@ import (
 // revocation applies at once, PostgreSQL is not marked failing, and the
 // warm start completes when its reads are let go.
 func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	org := seedOrg(t, conn, "basic")
-	k := seedKey(t, conn, org.ID, 0)
+	org := newTestOrg(t, conn, "basic")
+	k := newTestKey(t, conn, org.ID, 0)
 	for range 10 {
-		seedKey(t, conn, org.ID, 0)
+		newTestKey(t, conn, org.ID, 0)
 	}
 	release := make(chan struct{})
 	defer func() {
@@ -44,7 +44,7 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 	set.CacheTTL = 24 * time.Hour
 	const timeout = 100 * time.Millisecond
 	s := testStore(t, dsn, set, options{tracer: queries, queryTimeout: timeout})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 	if _, err := NewAdmin(conn).RevokeKey(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the revocation during the warm start", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the revocation during the warm start", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
@@ -65,7 +65,7 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 	}
 
 	close(release)
-	waitFor(t, 5*time.Second, "the warm start to complete", func() bool { return s.warmed.Load() && s.filter.Load() != nil })
+	testenv.WaitFor(t, 5*time.Second, "the warm start to complete", func() bool { return s.warmed.Load() && s.filter.Load() != nil })
 	if n := s.keys.len(); n != 10 {
 		t.Errorf("%d keys cached after the warm start, want the 10 active ones", n)
 	}
@@ -76,21 +76,21 @@ func TestSlowWarmStartDoesNotHoldUpRevocations(t *testing.T) {
 // cached key 50 ms later, and requires the store to refuse it within a
 // second (a correctness bound, polled).
 func TestRevocationRightAfterAnOutage(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
 	ctx := context.Background()
-	k := seedKey(t, conn, seedOrg(t, conn, "basic").ID, 0)
+	k := newTestKey(t, conn, newTestOrg(t, conn, "basic").ID, 0)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	set := testSettings()
 	set.CacheTTL = 24 * time.Hour
 	s := testStore(t, viaProxy, set, options{})
-	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+	testenv.WaitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
 	if _, err := s.Lookup(ctx, HashKey(k.Key)); err != nil {
 		t.Fatal(err)
 	}
 
 	proxy.Cut()
-	waitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
 	time.Sleep(3 * time.Second) // several failed reconnections: the backoff is at its cap
 	proxy.Restore()
 	time.Sleep(50 * time.Millisecond)
@@ -98,7 +98,7 @@ func TestRevocationRightAfterAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	revoked := time.Now()
-	waitFor(t, time.Second, "the revoked key to be refused", func() bool {
+	testenv.WaitFor(t, time.Second, "the revoked key to be refused", func() bool {
 		_, err := s.Lookup(ctx, HashKey(k.Key))
 		return errors.Is(err, ErrRevokedKey)
 	})
@@ -109,23 +109,23 @@ func TestRevocationRightAfterAnOutage(t *testing.T) {
 // of backoff: once PostgreSQL is back, only the wake-up by a successful
 // lookup can reconnect it.
 func TestSuccessfulQueryWakesTheListener(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	clock := testenv.NewClock(time.Now())
 	s := testStore(t, viaProxy, testSettings(), options{now: clock.Now, listenMinBackoff: time.Hour, listenMaxBackoff: time.Hour})
-	waitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection", s.state.listening.Load)
 
 	proxy.Cut()
-	waitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
+	testenv.WaitFor(t, 5*time.Second, "the store to notice the outage", func() bool { return !s.state.listening.Load() })
 	proxy.Restore()
 	clock.Advance(2 * retryPause) // misses may try PostgreSQL again
-	k := seedKey(t, conn, org.ID, 0)
+	k := newTestKey(t, conn, org.ID, 0)
 	if _, err := s.Lookup(context.Background(), HashKey(k.Key)); err != nil {
 		t.Fatalf("lookup once PostgreSQL is back: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the LISTEN connection to be back", s.state.listening.Load)
+	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection to be back", s.state.listening.Load)
 }
 
 // TestQueryTimeoutWhileListeningIsNotAnOutage: a lookup that runs out of
@@ -133,9 +133,9 @@ func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 // starved of CPU by a flood) fails alone: PostgreSQL is not reported down
 // and the next miss is not paused.
 func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
-	dsn := migratedDB(t)
-	conn := connect(t, dsn)
-	org := seedOrg(t, conn, "basic")
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
 	var slow atomic.Pointer[KeyHash]
 	queries := &queryCounter{onQuery: func(d pgx.TraceQueryStartData) {
 		if h := slow.Load(); h != nil && d.SQL == sqlKeyByHash && bytes.Equal(d.Args[0].([]byte), h[:]) {
@@ -143,8 +143,8 @@ func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
 		}
 	}}
 	s := testStore(t, dsn, testSettings(), options{tracer: queries, queryTimeout: 200 * time.Millisecond})
-	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
-	slowKey, fastKey := seedKey(t, conn, org.ID, 0), seedKey(t, conn, org.ID, 0) // not cached
+	testenv.WaitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+	slowKey, fastKey := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0) // not cached
 	h := HashKey(slowKey.Key)
 	slow.Store(&h)
 
@@ -167,16 +167,16 @@ func TestQueryTimeoutWhileListeningIsNotAnOutage(t *testing.T) {
 // connections open. The lookup's timeout has the LISTEN connection check
 // PostgreSQL, which fails, and the reconnection reports the outage.
 func TestHungPostgresIsReported(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
 	s := testStore(t, viaProxy+"&connect_timeout=1", testSettings(), options{queryTimeout: 200 * time.Millisecond})
-	waitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
+	testenv.WaitFor(t, 5*time.Second, "the warm start", s.warmed.Load)
 
 	proxy.SetDelay(time.Hour) // nothing comes back
 	if _, err := s.Lookup(context.Background(), HashKey(randomKey(t))); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("lookup on a hung server: %v, want ErrStoreUnavailable", err)
 	}
-	waitFor(t, 10*time.Second, "the hang to be reported", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the hang to be reported", func() bool {
 		return s.state.failing.Load() && s.health(false).Status == tenant.StatusDown
 	})
 	_ = proxy.Close() // else closing the store's connections waits for the hung server

@@ -1,19 +1,12 @@
 package keystore
 
-import (
-	"errors"
+import "github.com/prometheus/client_golang/prometheus"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-)
-
-// metricsPool shares one set of collectors between every store and across
-// config reloads, so counters keep counting when Caddy swaps configs or a
-// reload changes the database (each config has its own registry; the
-// collectors are registered with every one).
-var metricsPool = caddy.NewUsagePool()
-
-const metricsPoolKey = "keystore"
+// metricsName names the key store's collectors among the shared ones: one
+// set for every store in the process, so counters keep counting when Caddy
+// swaps configs or a reload changes the database. Each config registers
+// them in its own registry (Acquire).
+const metricsName = "keystore"
 
 // storeMetrics are the key store's Prometheus collectors. Labels are
 // bounded enums: never an organization, a key or a database.
@@ -26,7 +19,7 @@ type storeMetrics struct {
 	shedNormal, shedUnverified prometheus.Counter
 	inFlight                   prometheus.Gauge
 
-	collectors []prometheus.Collector
+	all []prometheus.Collector
 }
 
 func newStoreMetrics() *storeMetrics {
@@ -61,41 +54,9 @@ func newStoreMetrics() *storeMetrics {
 		shedNormal:     shed.WithLabelValues("normal"),
 		shedUnverified: shed.WithLabelValues("unverified"),
 		inFlight:       inFlight,
-		collectors:     []prometheus.Collector{cache, lookup, pgErrors, shed, inFlight},
+		all:            []prometheus.Collector{cache, lookup, pgErrors, shed, inFlight},
 	}
 }
 
-// Destruct implements caddy.Destructor.
-func (*storeMetrics) Destruct() error { return nil }
-
-// Interface guard
-var _ caddy.Destructor = (*storeMetrics)(nil)
-
-// acquireStoreMetrics returns the shared collectors; each call is matched
-// by a releaseStoreMetrics.
-func acquireStoreMetrics() (*storeMetrics, error) {
-	val, _, err := metricsPool.LoadOrNew(metricsPoolKey, func() (caddy.Destructor, error) {
-		return newStoreMetrics(), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return val.(*storeMetrics), nil
-}
-
-func releaseStoreMetrics() { _, _ = metricsPool.Delete(metricsPoolKey) }
-
-// register adds the collectors to a config's registry. Registering them
-// again in the same registry (a second handler) is fine.
-func (m *storeMetrics) register(reg prometheus.Registerer) error {
-	for _, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) && are.ExistingCollector == c {
-				continue
-			}
-			return err
-		}
-	}
-	return nil
-}
+// Collectors implements sharedmetrics.Set.
+func (m *storeMetrics) Collectors() []prometheus.Collector { return m.all }

@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
@@ -75,9 +76,9 @@ func Acquire(cfg Config) (*Handle, error) {
 	s := val.(*Store)
 	h := &Handle{store: s, dsn: cfg.DatabaseURL, settings: cfg.Settings.withDefaults(), staticKeys: cfg.StaticKeys}
 	if cfg.Metrics != nil {
-		if err := s.metrics.register(cfg.Metrics); err != nil {
+		if err := sharedmetrics.Register(cfg.Metrics, s.metrics.Collectors()...); err != nil {
 			_, _ = stores.Delete(cfg.DatabaseURL)
-			return nil, fmt.Errorf("registering key store metrics: %w", err)
+			return nil, fmt.Errorf("key store: %w", err)
 		}
 	}
 	s.claims.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tenantgate/tenantgate/internal/tenant"
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // acquire is Acquire for a test: the handle is released at the end.
@@ -26,8 +27,8 @@ func acquire(t *testing.T, cfg Config) *Handle {
 // A runs, config B shares its database and is provisioned, then dropped
 // (a failed reload, `caddy validate`) without starting.
 func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
-	dsn := migratedDB(t)
-	appA := new(tenant.HealthApp)
+	dsn := testenv.MigratedDatabase(t)
+	appA := new(tenant.Registry)
 	a := acquire(t, Config{DatabaseURL: dsn, Settings: Settings{CacheSize: 100_000}})
 	appA.OnStart(a.Activate)
 	if err := appA.Start(); err != nil {
@@ -39,7 +40,7 @@ func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
 		t.Fatalf("running config's cache holds %d, want 100032", got)
 	}
 
-	appB := new(tenant.HealthApp)
+	appB := new(tenant.Registry)
 	b, err := Acquire(Config{DatabaseURL: dsn, Settings: Settings{CacheSize: 64, CacheTTL: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -54,13 +55,13 @@ func TestDroppedConfigKeepsTheRunningSettings(t *testing.T) {
 	if err := b.Release(); err != nil { // dropped without Start
 		t.Fatal(err)
 	}
-	if got, ttl := capacity(), s.Settings().CacheTTL; got != 100_032 || ttl != DefaultCacheTTL {
-		t.Errorf("after dropping config B: cache holds %d with TTL %s, want A's 100032 and %s", got, ttl, DefaultCacheTTL)
+	if got, ttl := capacity(), s.Settings().CacheTTL; got != 100_032 || ttl != defaultCacheTTL {
+		t.Errorf("after dropping config B: cache holds %d with TTL %s, want A's 100032 and %s", got, ttl, defaultCacheTTL)
 	}
 
 	// A reload that commits: C's settings apply when it starts, and stay
 	// when A is cleaned up; had C failed after starting, A's come back.
-	appC := new(tenant.HealthApp)
+	appC := new(tenant.Registry)
 	c := acquire(t, Config{DatabaseURL: dsn, Settings: Settings{CacheSize: 5000}})
 	appC.OnStart(c.Activate)
 	if got := capacity(); got != 100_032 {
@@ -113,7 +114,7 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 }
 
 func TestMetricsSurviveAReload(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := testenv.MigratedDatabase(t)
 	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
 	a, err := Acquire(Config{DatabaseURL: dsn, Metrics: regA})
 	if err != nil {

@@ -1,5 +1,6 @@
--- Organizations and their API keys (DESIGN §4). Keys are stored only as
--- SHA-256 (key_hash) plus a 12-character display prefix.
+-- Organizations and their API keys (docs/keystore.md describes how the
+-- gateway reads them). Keys are stored only as SHA-256 (key_hash) plus a
+-- 12-character display prefix.
 
 -- +goose Up
 CREATE TABLE organizations (

@@ -14,14 +14,14 @@ import (
 
 // CloudEvents attributes of a usage event.
 const (
-	SpecVersion     = "1.0"
-	EventType       = "tenantgate.request.v1"
-	DataContentType = "application/json"
+	specVersion     = "1.0"
+	eventType       = "tenantgate.request.v1"
+	dataContentType = "application/json"
 	// ContentType is the Kafka record header value of a structured
 	// CloudEvent.
 	ContentType = "application/cloudevents+json"
-	// SourcePrefix starts the source attribute: tenantgate://<node_id>.
-	SourcePrefix = "tenantgate://"
+	// sourcePrefix starts the source attribute: tenantgate://<node_id>.
+	sourcePrefix = "tenantgate://"
 )
 
 // Outcome classifies a request for billing and analytics.
@@ -85,8 +85,8 @@ const (
 func (e *Event) AppendCloudEvent(dst []byte) []byte {
 	dst = append(dst, `{"specversion":"1.0","id":"`...)
 	dst = appendUUID(dst, e.ID)
-	dst = append(dst, `","type":"`+EventType+`","source":`...)
-	dst = appendJSONString(dst, SourcePrefix, e.Node)
+	dst = append(dst, `","type":"`+eventType+`","source":`...)
+	dst = appendJSONString(dst, sourcePrefix, e.Node)
 	dst = append(dst, `,"subject":`...)
 	dst = appendJSONString(dst, "", e.OrgID)
 	dst = append(dst, `,"time":"`...)
@@ -208,14 +208,14 @@ func ParseCloudEvent(b []byte) (Event, error) {
 		return poison("invalid JSON: %v", err)
 	}
 	switch {
-	case ce.SpecVersion != SpecVersion:
-		return poison("specversion %q, want %q", ce.SpecVersion, SpecVersion)
-	case ce.Type != EventType:
-		return poison("type %q, want %q", ce.Type, EventType)
+	case ce.SpecVersion != specVersion:
+		return poison("specversion %q, want %q", ce.SpecVersion, specVersion)
+	case ce.Type != eventType:
+		return poison("type %q, want %q", ce.Type, eventType)
 	case ce.Data == nil:
 		return poison("no data")
-	case len(ce.Source) <= len(SourcePrefix) || ce.Source[:len(SourcePrefix)] != SourcePrefix:
-		return poison("source %q does not start with %s", ce.Source, SourcePrefix)
+	case len(ce.Source) <= len(sourcePrefix) || ce.Source[:len(sourcePrefix)] != sourcePrefix:
+		return poison("source %q does not start with %s", ce.Source, sourcePrefix)
 	}
 	id, err := uuid.Parse(ce.ID)
 	if err != nil || len(ce.ID) != 36 {
@@ -246,7 +246,7 @@ func ParseCloudEvent(b []byte) (Event, error) {
 		return poison("negative bytes or duration")
 	}
 	return Event{
-		ID: id, Time: t, Node: ce.Source[len(SourcePrefix):],
+		ID: id, Time: t, Node: ce.Source[len(sourcePrefix):],
 		OrgID: d.OrgID, KeyID: d.KeyID, Plan: d.Plan, Service: d.Service, Method: d.Method,
 		Status: *d.Status, Outcome: d.Outcome, BytesIn: d.BytesIn, BytesOut: d.BytesOut,
 		DurationUS: d.DurationUS, RequestID: d.RequestID, RateLimitSource: d.RateLimitSource,

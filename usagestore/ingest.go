@@ -225,7 +225,7 @@ func insertEvents(ctx context.Context, tx pgx.Tx, events []*Event) ([]*Event, er
 		orgs[i], keys[i], plans[i], services[i], methods[i] = e.OrgID, e.KeyID, e.Plan, e.Service, e.Method
 		statuses[i], outcomes[i] = int16(e.Status), string(e.Outcome)
 		bytesIn[i], bytesOut[i], durations[i] = e.BytesIn, e.BytesOut, e.DurationUS
-		requestIDs[i], rlSources[i], sources[i] = e.RequestID, e.RateLimitSource, SourcePrefix+e.Node
+		requestIDs[i], rlSources[i], sources[i] = e.RequestID, e.RateLimitSource, sourcePrefix+e.Node
 		byID[e.ID] = e
 	}
 	rows, err := tx.Query(ctx, sqlInsertEvents, ids, times, orgs, keys, plans, services, methods,
@@ -254,11 +254,11 @@ type RollupKey struct {
 }
 
 // RollupRow is one rollup row: the requests of one key, service and
-// outcome in one bucket.
+// outcome in one bucket, their bytes and their latency histogram.
 type RollupRow struct {
 	RollupKey
 	Requests, BytesIn, BytesOut int64
-	Latency                     Histogram
+	latency                     histogram
 }
 
 // Add counts one event into the row.
@@ -266,7 +266,7 @@ func (r *RollupRow) Add(e *Event) {
 	r.Requests++
 	r.BytesIn += e.BytesIn
 	r.BytesOut += e.BytesOut
-	r.Latency.Observe(e.DurationUS)
+	r.latency.Observe(e.DurationUS)
 }
 
 // queueRollup adds the upsert of one rollup level computed from events.
@@ -298,7 +298,7 @@ func queueRollup(batch *pgx.Batch, table string, truncate func(time.Time) time.T
 	for i, r := range sorted {
 		buckets[i], orgs[i], keys[i], services[i], outcomes[i] = r.Bucket, r.OrgID, r.KeyID, r.Service, string(r.Outcome)
 		reqs[i], bin[i], bout[i] = r.Requests, r.BytesIn, r.BytesOut
-		hists[i] = histogramLiteral(&r.Latency)
+		hists[i] = histogramLiteral(&r.latency)
 	}
 	batch.Queue(fmt.Sprintf(sqlUpsertRollup, table), buckets, orgs, keys, services, outcomes, reqs, bin, bout, hists)
 }
@@ -320,8 +320,8 @@ func compareKeys(a, b *RollupKey) int {
 }
 
 // histogramLiteral renders a histogram as a PostgreSQL array literal.
-func histogramLiteral(h *Histogram) string {
-	b := make([]byte, 0, 2+HistogramBuckets*2)
+func histogramLiteral(h *histogram) string {
+	b := make([]byte, 0, 2+histogramBuckets*2)
 	b = append(b, '{')
 	for i, c := range h {
 		if i > 0 {
@@ -346,9 +346,12 @@ func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]int
 		var p int32
 		var next int64
 		if err := rows.Scan(&p, &next); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading consumer offsets: %w", err)
 		}
 		out[p] = next
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading consumer offsets: %w", err)
+	}
+	return out, nil
 }

@@ -56,13 +56,13 @@ func (s *Store) Reconcile(ctx context.Context, orgID string) (Reconciliation, er
 			var raw, roll int64
 			if err := rows.Scan(&org, &bucket, &raw, &roll); err != nil {
 				rows.Close()
-				return r, err
+				return r, fmt.Errorf("comparing %s: %w", level.name, err)
 			}
 			r.Mismatches = append(r.Mismatches, fmt.Sprintf("%s %s %s: raw %d, rollup %d", level.unit, org, bucket, raw, roll))
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return r, err
+			return r, fmt.Errorf("comparing %s: %w", level.name, err)
 		}
 	}
 	return r, nil

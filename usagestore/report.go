@@ -1,7 +1,6 @@
 package usagestore
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +53,15 @@ type ReportRow struct {
 	Service string  `json:"service,omitempty"`
 	Outcome Outcome `json:"outcome,omitempty"`
 
+	Totals
+	LatencyP50US int64 `json:"latency_p50_us"`
+	LatencyP95US int64 `json:"latency_p95_us"`
+	LatencyP99US int64 `json:"latency_p99_us"`
+}
+
+// Totals are the counts of a report row: the requests, each outcome's
+// share of them, and their bytes. Totals of several rows add up.
+type Totals struct {
 	Requests          int64 `json:"requests"`
 	Allowed           int64 `json:"allowed"`
 	RateLimitedMinute int64 `json:"rate_limited_minute"`
@@ -62,9 +70,37 @@ type ReportRow struct {
 	GatewayErrors     int64 `json:"gateway_errors"`
 	BytesIn           int64 `json:"bytes_in"`
 	BytesOut          int64 `json:"bytes_out"`
-	LatencyP50US      int64 `json:"latency_p50_us"`
-	LatencyP95US      int64 `json:"latency_p95_us"`
-	LatencyP99US      int64 `json:"latency_p99_us"`
+}
+
+// Add adds o's counts to t.
+func (t *Totals) Add(o *Totals) {
+	t.Requests += o.Requests
+	t.Allowed += o.Allowed
+	t.RateLimitedMinute += o.RateLimitedMinute
+	t.RateLimitedDay += o.RateLimitedDay
+	t.BackendErrors += o.BackendErrors
+	t.GatewayErrors += o.GatewayErrors
+	t.BytesIn += o.BytesIn
+	t.BytesOut += o.BytesOut
+}
+
+// addRollup counts a rollup row: its requests, under its outcome too.
+func (t *Totals) addRollup(r *RollupRow) {
+	t.Requests += r.Requests
+	switch r.Outcome {
+	case OutcomeAllowed:
+		t.Allowed += r.Requests
+	case OutcomeRateLimitedMinute:
+		t.RateLimitedMinute += r.Requests
+	case OutcomeRateLimitedDay:
+		t.RateLimitedDay += r.Requests
+	case OutcomeBackendError:
+		t.BackendErrors += r.Requests
+	case OutcomeGatewayError:
+		t.GatewayErrors += r.Requests
+	}
+	t.BytesIn += r.BytesIn
+	t.BytesOut += r.BytesOut
 }
 
 // ParseGranularity checks a granularity name.
@@ -193,7 +229,7 @@ func (s *Store) Report(ctx context.Context, q ReportQuery) ([]ReportRow, error) 
 	return out, nil
 }
 
-func (r *ReportRow) setLatency(h *Histogram) {
+func (r *ReportRow) setLatency(h *histogram) {
 	r.LatencyP50US = h.Percentile(0.50)
 	r.LatencyP95US = h.Percentile(0.95)
 	r.LatencyP99US = h.Percentile(0.99)
@@ -208,7 +244,7 @@ func Summarize(rows []RollupRow, q ReportQuery) ([]ReportRow, error) {
 	}
 	type acc struct {
 		row  ReportRow
-		hist Histogram
+		hist histogram
 	}
 	from := q.Granularity.Truncate(q.From)
 	groups := make(map[ReportRow]*acc)
@@ -236,40 +272,24 @@ func Summarize(rows []RollupRow, q ReportQuery) ([]ReportRow, error) {
 			a = &acc{row: k}
 			groups[k] = a
 		}
-		r := &a.row
-		r.Requests += in.Requests
-		switch in.Outcome {
-		case OutcomeAllowed:
-			r.Allowed += in.Requests
-		case OutcomeRateLimitedMinute:
-			r.RateLimitedMinute += in.Requests
-		case OutcomeRateLimitedDay:
-			r.RateLimitedDay += in.Requests
-		case OutcomeBackendError:
-			r.BackendErrors += in.Requests
-		case OutcomeGatewayError:
-			r.GatewayErrors += in.Requests
-		}
-		r.BytesIn += in.BytesIn
-		r.BytesOut += in.BytesOut
-		a.hist.Merge(&in.Latency)
+		a.row.addRollup(in)
+		a.hist.Merge(&in.latency)
 	}
 	out := make([]ReportRow, 0, len(groups))
 	for _, a := range groups {
 		a.row.setLatency(&a.hist)
 		out = append(out, a.row)
 	}
+	// The order of Report: by bucket, then key, service and outcome (one
+	// organization, so compareKeys's organization is the same for all).
 	slices.SortFunc(out, func(a, b ReportRow) int {
-		if c := a.Bucket.Compare(b.Bucket); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.KeyID, b.KeyID); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.Service, b.Service); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Outcome, b.Outcome)
+		ka, kb := a.key(), b.key()
+		return compareKeys(&ka, &kb)
 	})
 	return out, nil
+}
+
+// key is the row's bucket and groups as a rollup key.
+func (r *ReportRow) key() RollupKey {
+	return RollupKey{Bucket: r.Bucket, KeyID: r.KeyID, Service: r.Service, Outcome: r.Outcome}
 }

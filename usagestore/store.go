@@ -8,22 +8,15 @@ package usagestore
 import (
 	"context"
 	"fmt"
-	"path"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
-
-	"github.com/tenantgate/tenantgate/migrations"
 )
 
-// DefaultRawRetention is how long raw events are kept when Options leaves it
+// defaultRawRetention is how long raw events are kept when Options leaves it
 // unset. Events older than that are dead-lettered as late, not counted.
-const DefaultRawRetention = 7 * 24 * time.Hour
+const defaultRawRetention = 7 * 24 * time.Hour
 
 // maxFutureSkew bounds how far ahead of the store's clock an event may be
 // stamped; later ones are dead-lettered (a gateway with a broken clock).
@@ -52,7 +45,8 @@ type Store struct {
 	partitions map[int64]bool // UTC days (Unix day numbers) known to have a partition
 }
 
-// Open connects to the usage database. The schema must exist (Migrate).
+// Open connects to the usage database. The schema must exist
+// (migrations.Up, which `caddy tenant migrate` runs).
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -83,7 +77,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 func NewStore(pool *pgxpool.Pool, opts Options) *Store {
 	s := &Store{pool: pool, rawRetention: opts.RawRetention, now: opts.Now, partitions: make(map[int64]bool)}
 	if s.rawRetention <= 0 {
-		s.rawRetention = DefaultRawRetention
+		s.rawRetention = defaultRawRetention
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -100,51 +94,22 @@ func (s *Store) Close() { s.pool.Close() }
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-// migrationsTable is the goose version table shared with the key schema.
-const migrationsTable = "tenantgate_schema_migrations"
-
-// Migrate applies the pending migrations (key and usage schema alike) under
-// an advisory lock; applying twice is a no-op. It returns the names of the
-// migrations applied.
-func Migrate(ctx context.Context, dsn string) ([]string, error) {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("database URL: %w", err)
-	}
-	db := stdlib.OpenDB(*cfg)
-	defer db.Close()
-	locker, err := lock.NewPostgresSessionLocker()
-	if err != nil {
-		return nil, err
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS,
-		goose.WithTableName(migrationsTable), goose.WithSessionLocker(locker))
-	if err != nil {
-		return nil, fmt.Errorf("loading migrations: %w", err)
-	}
-	results, err := p.Up(ctx)
-	var applied []string
-	for _, r := range results {
-		if r.Error == nil {
-			applied = append(applied, path.Base(r.Source.Path))
-		}
-	}
-	if err != nil {
-		return applied, fmt.Errorf("migrating: %w", err)
-	}
-	return applied, nil
-}
-
 // Timescale reports whether usage_events is a TimescaleDB hypertable.
 func (s *Store) Timescale(ctx context.Context) (bool, error) {
 	var ok bool
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
 		AND EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		            WHERE n.nspname = '_timescaledb_catalog' AND c.relname = 'hypertable')`).Scan(&ok)
-	if err != nil || !ok {
-		return false, err
+	if err != nil {
+		return false, fmt.Errorf("looking for TimescaleDB: %w", err)
+	}
+	if !ok {
+		return false, nil
 	}
 	err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
 		WHERE hypertable_schema = current_schema() AND hypertable_name = 'usage_events')`).Scan(&ok)
-	return ok, err
+	if err != nil {
+		return false, fmt.Errorf("looking for the usage_events hypertable: %w", err)
+	}
+	return ok, nil
 }

@@ -3,14 +3,7 @@ package tenant
 import (
 	"context"
 	"slices"
-	"sync"
-
-	"github.com/caddyserver/caddy/v2"
 )
-
-func init() {
-	caddy.RegisterModule(new(HealthApp))
-}
 
 // Status of a dependency as /health/ready reports it.
 type Status string
@@ -48,62 +41,10 @@ type CheckResult struct {
 // block on the dependency for longer than ctx allows.
 type Check func(ctx context.Context) CheckResult
 
-// HealthApp is the per-config registry that Tenantgate modules add their
-// dependency checks to, and that tenant_health reads. It is a Caddy app so
-// that each config load (and reload) gets a fresh registry without any
-// package-level state. It needs no configuration: modules obtain it with
-// ctx.App(HealthAppID).
-//
-// Being an app, it is also the config's commit point: Caddy starts it only
-// once the config is provisioned and about to replace the running one.
-// Modules defer to OnStart what must not happen for a config that is
-// provisioned and then dropped (a failed reload, `caddy validate`).
-type HealthApp struct {
-	mu     sync.RWMutex
-	deps   []dependency
-	starts []func()
-}
-
-// Interface guard
-var _ caddy.App = (*HealthApp)(nil)
-
 // dependency is one registered check of one dependency.
 type dependency struct {
 	kind, target string
 	check        Check
-}
-
-// HealthAppID is the app's module ID.
-const HealthAppID = "tenantgate_health"
-
-// CaddyModule returns the Caddy module information.
-func (*HealthApp) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  HealthAppID,
-		New: func() caddy.Module { return new(HealthApp) },
-	}
-}
-
-// Start implements caddy.App: it runs the OnStart functions, in the order
-// they were added.
-func (a *HealthApp) Start() error {
-	a.mu.RLock()
-	starts := a.starts
-	a.mu.RUnlock()
-	for _, f := range starts {
-		f()
-	}
-	return nil
-}
-
-// Stop implements caddy.App.
-func (*HealthApp) Stop() error { return nil }
-
-// OnStart adds f to what runs when the config is started (committed).
-func (a *HealthApp) OnStart(f func()) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.starts = append(a.starts, f)
 }
 
 // RegisterDependency adds the check of a dependency of some kind
@@ -113,16 +54,17 @@ func (a *HealthApp) OnStart(f func()) {
 // "kind:target" when it uses several, so two databases are two checks.
 // Checks registered for the same kind and target (two handlers sharing a
 // database) are one check: the worse of their results.
-func (a *HealthApp) RegisterDependency(kind, target string, check Check) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.deps = append(a.deps, dependency{kind: kind, target: target, check: check})
+func (r *Registry) RegisterDependency(kind, target string, check Check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deps = append(r.deps, dependency{kind: kind, target: target, check: check})
 }
 
-// Register adds a check named name (a dependency with no target). Checks
-// registered under one name are one check: the worse of their results.
-func (a *HealthApp) Register(name string, check Check) {
-	a.RegisterDependency(name, "", check)
+// RegisterCheck adds a check named name (a dependency with no target).
+// Checks registered under one name are one check: the worse of their
+// results.
+func (r *Registry) RegisterCheck(name string, check Check) {
+	r.RegisterDependency(name, "", check)
 }
 
 // HealthReport is the result of running every registered check.
@@ -131,11 +73,11 @@ type HealthReport struct {
 	Checks map[string]CheckResult `json:"checks"`
 }
 
-// Run runs every check and folds them into the worst status.
-func (a *HealthApp) Run(ctx context.Context) HealthReport {
-	a.mu.RLock()
-	deps := slices.Clone(a.deps)
-	a.mu.RUnlock()
+// CheckHealth runs every check and folds them into the worst status.
+func (r *Registry) CheckHealth(ctx context.Context) HealthReport {
+	r.mu.RLock()
+	deps := slices.Clone(r.deps)
+	r.mu.RUnlock()
 
 	targets := make(map[string]map[string]bool) // kind → its targets
 	for _, d := range deps {
@@ -160,13 +102,4 @@ func (a *HealthApp) Run(ctx context.Context) HealthReport {
 		}
 	}
 	return report
-}
-
-// HealthFromContext returns the config's health registry.
-func HealthFromContext(ctx caddy.Context) (*HealthApp, error) {
-	app, err := ctx.App(HealthAppID)
-	if err != nil {
-		return nil, err
-	}
-	return app.(*HealthApp), nil
 }

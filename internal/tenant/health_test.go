@@ -10,10 +10,10 @@ func fixed(s Status, detail string) Check {
 }
 
 func TestHealthNamesChecksAfterWhatTheyPointAt(t *testing.T) {
-	one := new(HealthApp)
+	one := new(Registry)
 	one.RegisterDependency("postgres", "db:5432/keys", fixed(StatusOK, ""))
 	one.RegisterDependency("redis", "127.0.0.1:6379", fixed(StatusDegraded, "local fallback"))
-	r := one.Run(context.Background())
+	r := one.CheckHealth(context.Background())
 	if len(r.Checks) != 2 || r.Checks["postgres"].Status != StatusOK || r.Checks["redis"].Status != StatusDegraded {
 		t.Errorf("one database, one Redis: %+v; want checks postgres and redis", r.Checks)
 	}
@@ -21,11 +21,11 @@ func TestHealthNamesChecksAfterWhatTheyPointAt(t *testing.T) {
 		t.Errorf("overall %s, want the worst: degraded", r.Status)
 	}
 
-	two := new(HealthApp)
+	two := new(Registry)
 	two.RegisterDependency("postgres", "a:5432/keys", fixed(StatusOK, ""))
 	two.RegisterDependency("postgres", "b:5432/keys", fixed(StatusDown, "unreachable"))
 	two.RegisterDependency("postgres", "a:5432/keys", fixed(StatusOK, "")) // a second handler on a
-	r = two.Run(context.Background())
+	r = two.CheckHealth(context.Background())
 	if len(r.Checks) != 2 || r.Checks["postgres:a:5432/keys"].Status != StatusOK || r.Checks["postgres:b:5432/keys"].Status != StatusDown {
 		t.Errorf("two databases: %+v; want one check each, named after them", r.Checks)
 	}
@@ -35,27 +35,11 @@ func TestHealthNamesChecksAfterWhatTheyPointAt(t *testing.T) {
 }
 
 func TestHealthSharedTargetReportsTheWorse(t *testing.T) {
-	a := new(HealthApp)
+	a := new(Registry)
 	a.RegisterDependency("postgres", "db:5432/keys", fixed(StatusDegraded, "static keys are served"))
 	a.RegisterDependency("postgres", "db:5432/keys", fixed(StatusDown, "no static keys"))
 	a.RegisterDependency("postgres", "db:5432/keys", fixed(StatusOK, ""))
-	if got := a.Run(context.Background()).Checks["postgres"]; got.Status != StatusDown || got.Detail != "no static keys" {
+	if got := a.CheckHealth(context.Background()).Checks["postgres"]; got.Status != StatusDown || got.Detail != "no static keys" {
 		t.Errorf("two handlers on one database = %+v, want the worse (down)", got)
-	}
-}
-
-func TestHealthStartRunsTheOnStartFunctionsInOrder(t *testing.T) {
-	a := new(HealthApp)
-	var ran []int
-	a.OnStart(func() { ran = append(ran, 1) })
-	a.OnStart(func() { ran = append(ran, 2) })
-	if len(ran) != 0 {
-		t.Fatal("OnStart functions ran before Start")
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if len(ran) != 2 || ran[0] != 1 || ran[1] != 2 {
-		t.Errorf("ran %v, want [1 2]", ran)
 	}
 }

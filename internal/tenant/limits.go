@@ -3,15 +3,8 @@ package tenant
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 )
-
-func init() {
-	caddy.RegisterModule(new(LimiterRegistry))
-}
 
 // LimitState is an organization's rate-limit state as the limiter holds it
 // now: its effective limits and what is left of them. Reading it consumes
@@ -55,35 +48,8 @@ type LimitPeeker interface {
 	PeekLimits(ctx context.Context, id *Identity) (LimitState, error)
 }
 
-// LimiterRegistry is the per-config registry of the config's rate
-// limiters, from which the admin API and the usage report read the live
-// state. Like HealthApp it is a Caddy app with no configuration, so each
-// config load gets a fresh one; modules obtain it with
-// ctx.App(LimiterRegistryID).
-type LimiterRegistry struct {
-	mu       sync.RWMutex
-	limiters []LimitPeeker
-}
-
-// LimiterRegistryID is the registry's module ID.
-const LimiterRegistryID = "tenantgate_limiters"
-
-// CaddyModule returns the Caddy module information.
-func (*LimiterRegistry) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  LimiterRegistryID,
-		New: func() caddy.Module { return new(LimiterRegistry) },
-	}
-}
-
-// Start implements caddy.App.
-func (*LimiterRegistry) Start() error { return nil }
-
-// Stop implements caddy.App.
-func (*LimiterRegistry) Stop() error { return nil }
-
-// Register adds a limiter.
-func (r *LimiterRegistry) Register(l LimitPeeker) {
+// RegisterLimiter adds a rate limiter of the config.
+func (r *Registry) RegisterLimiter(l LimitPeeker) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.limiters = append(r.limiters, l)
@@ -92,7 +58,7 @@ func (r *LimiterRegistry) Register(l LimitPeeker) {
 // Limiter returns the limiter registered first, or nil when the config has
 // none. Configs normally have one tenant_ratelimit (or several sharing one
 // Redis, which hold the same state).
-func (r *LimiterRegistry) Limiter() LimitPeeker {
+func (r *Registry) Limiter() LimitPeeker {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if len(r.limiters) == 0 {
@@ -100,15 +66,3 @@ func (r *LimiterRegistry) Limiter() LimitPeeker {
 	}
 	return r.limiters[0]
 }
-
-// LimitersFromContext returns the config's limiter registry.
-func LimitersFromContext(ctx caddy.Context) (*LimiterRegistry, error) {
-	app, err := ctx.App(LimiterRegistryID)
-	if err != nil {
-		return nil, err
-	}
-	return app.(*LimiterRegistry), nil
-}
-
-// Interface guard
-var _ caddy.App = (*LimiterRegistry)(nil)

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // BuiltinPlan is a plan tier every gateway knows without configuration:
@@ -68,89 +65,47 @@ func ParsePlanNames(list string) ([]string, error) {
 	return names, nil
 }
 
-func init() {
-	caddy.RegisterModule(new(PlansApp))
-}
-
-// PlansAppID is the module ID of the plan registry.
-const PlansAppID = "tenantgate_plans"
-
-// PlansApp is the per-config registry that checks, at provision time (so
-// `caddy validate` sees it), that every plan a module hands out is a plan
-// the rate limiter defines, instead of failing requests at run time.
-//
-// tenant_auth calls RequirePlans once, with the plans of its static keys.
-// tenant_ratelimit calls Required and refuses the config when one of them
-// is not among its plans. Caddy provisions a route's handlers in order, and
-// the Caddyfile puts tenant_auth before tenant_ratelimit, so each limiter
-// sees the requirement of the tenant_auth in front of it: each call of
-// RequirePlans replaces the previous one, so two sites with their own
-// tenant_auth and tenant_ratelimit are checked separately.
-//
-// Like HealthApp it is a Caddy app, so each config load gets a fresh
-// registry; it needs no configuration.
-type PlansApp struct {
-	mu     sync.Mutex
+// requiredPlans is the latest RequirePlans call: who hands out which plans.
+type requiredPlans struct {
 	source string
 	plans  []string
 }
 
-// CaddyModule returns the Caddy module information.
-func (*PlansApp) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  PlansAppID,
-		New: func() caddy.Module { return new(PlansApp) },
-	}
-}
-
-// Start implements caddy.App.
-func (*PlansApp) Start() error { return nil }
-
-// Stop implements caddy.App.
-func (*PlansApp) Stop() error { return nil }
-
 // RequirePlans records that source (for error messages, e.g. "a static
 // key of tenant_auth") hands out plans, for the limiters provisioned after
-// it. It replaces the previous call's plans; duplicates are dropped.
-func (a *PlansApp) RequirePlans(source string, plans ...string) {
+// it, so that a plan without limits fails at provision time (`caddy
+// validate` sees it) instead of failing requests at run time.
+//
+// tenant_auth calls it once, with the plans of its static keys;
+// tenant_ratelimit reads RequiredPlans and refuses the config when one of
+// them is not among its plans. Caddy provisions a route's handlers in
+// order, and the Caddyfile puts tenant_auth before tenant_ratelimit, so
+// each limiter sees the requirement of the tenant_auth in front of it:
+// each call replaces the previous one, so two sites with their own
+// tenant_auth and tenant_ratelimit are checked separately. Duplicates are
+// dropped.
+func (r *Registry) RequirePlans(source string, plans ...string) {
 	var distinct []string
 	for _, p := range plans {
 		if !slices.Contains(distinct, p) {
 			distinct = append(distinct, p)
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.source, a.plans = source, distinct
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.required = requiredPlans{source: source, plans: distinct}
 }
 
-// Required returns the plans of the latest RequirePlans call and its source.
-func (a *PlansApp) Required() (source string, plans []string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.source, slices.Clone(a.plans)
+// RequiredPlans returns the plans of the latest RequirePlans call and its
+// source.
+func (r *Registry) RequiredPlans() (source string, plans []string) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.required.source, slices.Clone(r.required.plans)
 }
 
-// RequirePlans is PlansApp.RequirePlans on the config's registry.
-func RequirePlans(ctx caddy.Context, source string, plans ...string) error {
-	app, err := PlansFromContext(ctx)
-	if err != nil {
-		return err
-	}
-	app.RequirePlans(source, plans...)
-	return nil
-}
-
-// PlansFromContext returns the config's plan registry.
-func PlansFromContext(ctx caddy.Context) (*PlansApp, error) {
-	app, err := ctx.App(PlansAppID)
-	if err != nil {
-		return nil, err
-	}
-	return app.(*PlansApp), nil
-}
-
-// PlansOf returns the plans of identities, each once, for RequirePlans.
+// PlansOf returns the plans of identities, each once and sorted, for
+// RequirePlans.
 func PlansOf[K comparable, M ~map[K]*Identity](ids M) []string {
 	var plans []string
 	for _, id := range ids {
@@ -161,6 +116,3 @@ func PlansOf[K comparable, M ~map[K]*Identity](ids M) []string {
 	slices.Sort(plans)
 	return plans
 }
-
-// Interface guard
-var _ caddy.App = (*PlansApp)(nil)

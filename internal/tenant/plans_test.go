@@ -32,17 +32,17 @@ func TestParsePlanNames(t *testing.T) {
 	}
 }
 
-func TestPlansAppKeepsTheLatestRequirement(t *testing.T) {
-	var a PlansApp
-	if src, plans := a.Required(); src != "" || plans != nil {
+func TestRegistryKeepsTheLatestPlanRequirement(t *testing.T) {
+	var a Registry
+	if src, plans := a.RequiredPlans(); src != "" || plans != nil {
 		t.Fatalf("empty registry: %q %v", src, plans)
 	}
 	a.RequirePlans("first", "gold", "basic", "gold")
-	if src, plans := a.Required(); src != "first" || !slices.Equal(plans, []string{"gold", "basic"}) {
+	if src, plans := a.RequiredPlans(); src != "first" || !slices.Equal(plans, []string{"gold", "basic"}) {
 		t.Fatalf("Required() = %q %v, want first [gold basic]", src, plans)
 	}
 	a.RequirePlans("second")
-	if src, plans := a.Required(); src != "second" || len(plans) != 0 {
+	if src, plans := a.RequiredPlans(); src != "second" || len(plans) != 0 {
 		t.Fatalf("after a second call without plans: %q %v, want second and none", src, plans)
 	}
 }

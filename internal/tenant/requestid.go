@@ -42,8 +42,11 @@ func RequestIDFor(incoming string) string {
 
 // newUUID returns a random (version 4) UUID. Request IDs must be unique,
 // not secret, so the bits come from math/rand/v2's runtime generator
-// (ChaCha8, securely seeded, per-thread): no system call and one
-// allocation, where a crypto/rand UUID costs a read of the OS generator.
+// (ChaCha8 with a secure random initial state, per thread): no system call
+// and one allocation, where a crypto/rand UUID costs a read of the OS
+// generator. The text is encoded here rather than by uuid.UUID.String:
+// that call costs about 35 more instructions per request (callgrind, on
+// BenchmarkAuthCachedKey), and this runs for every request without an ID.
 func newUUID() string {
 	var raw [16]byte
 	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())

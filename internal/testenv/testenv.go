@@ -1,7 +1,9 @@
-// Package testenv gives tests the real Postgres and Redis they need
-// (DESIGN §7): TEST_DATABASE_URL and TEST_REDIS_ADDR. Without them a test
-// skips with a message; under CI=true a missing or unreachable service is a
-// failure.
+// Package testenv gives tests the real PostgreSQL and Redis they need,
+// named by TEST_DATABASE_URL and TEST_REDIS_ADDR, and keeps parallel runs
+// apart: each test gets its own database (FreshDatabase, MigratedDatabase)
+// and unique names for schemas and Redis key prefixes (UniqueName). Without
+// the variables a test skips with a message; under CI=true a missing or
+// unreachable service is a failure, not a skip.
 package testenv
 
 import (
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantgate/tenantgate/migrations"
 )
 
 // InCI reports whether the tests run under CI (CI=true).
@@ -110,4 +114,58 @@ func WithDatabase(t testing.TB, dsn, name string) string {
 	}
 	u.Path = "/" + strings.TrimPrefix(name, "/")
 	return u.String()
+}
+
+// MigratedDatabase is FreshDatabase with the Tenantgate schema applied.
+func MigratedDatabase(t testing.TB) string {
+	t.Helper()
+	dsn := FreshDatabase(t)
+	Migrate(t, dsn)
+	return dsn
+}
+
+// Migrate applies the Tenantgate migrations to the database of dsn, as
+// `caddy tenant migrate` does.
+func Migrate(t testing.TB, dsn string) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("parsing the database URL: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := migrations.Up(ctx, cfg); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+}
+
+// Connect opens a connection to dsn, closed when the test ends.
+func Connect(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("connecting to the test database: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// WaitFor polls cond until it holds, and fails the test when timeout
+// passes first, saying it gave up waiting for what. The timeout bounds
+// whether something happens at all; it is never a speed measurement.
+// Polls start 10 ms apart and slow down to 100 ms, so a quick condition is
+// seen quickly and a slow one (an HTTP call, a query) does not load the
+// machine.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	pause := 10 * time.Millisecond
+	for !cond() {
+		left := time.Until(deadline)
+		if left < 0 {
+			t.Fatalf("gave up after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(min(pause, left+time.Millisecond)) // the last look is at the deadline
+		pause = min(2*pause, 100*time.Millisecond)
+	}
 }

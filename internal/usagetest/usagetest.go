@@ -63,9 +63,7 @@ func openMigrated(t testing.TB, dsn string, opts usagestore.Options) *usagestore
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	if _, err := usagestore.Migrate(ctx, dsn); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
+	testenv.Migrate(t, dsn)
 	s, err := usagestore.Open(ctx, dsn, opts)
 	if err != nil {
 		t.Fatal(err)
