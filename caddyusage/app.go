@@ -92,6 +92,9 @@ type App struct {
 	sinkKey  string
 	mkSink   func() (sink, error)
 	logger   *zap.Logger
+	// Settings applied to the shared pipeline when this config starts.
+	node      string
+	spoolSize int64
 }
 
 // KafkaConfig is the Kafka sink: an idempotent producer (acks=all) to one
@@ -189,19 +192,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 		spoolSize = defaultSpoolSize
 	}
 	v, loaded, err := pipelinePool.LoadOrNew(pipelineKey, func() (caddy.Destructor, error) {
-		return newPipeline(buffer, spoolDir, spoolSize, newMetrics(), a.logger)
+		return preparePipeline(buffer, spoolDir, spoolSize, newMetrics(), a.logger), nil
 	})
 	if err != nil {
 		return fmt.Errorf("tenant_usage: %w", err)
 	}
 	a.pipeline = v.(*pipeline)
-	if loaded && (a.pipeline.spool.dir != spoolDir || cap(a.pipeline.events) != buffer) {
+	if loaded && (a.pipeline.spoolDir != spoolDir || cap(a.pipeline.events) != buffer) {
 		a.logger.Warn("tenant_usage: buffer and spool_dir take effect when the process restarts; keeping the running pipeline's",
-			zap.Int("buffer", cap(a.pipeline.events)), zap.String("spool_dir", a.pipeline.spool.dir))
+			zap.Int("buffer", cap(a.pipeline.events)), zap.String("spool_dir", a.pipeline.spoolDir))
 	}
-	a.pipeline.spool.setMax(spoolSize)
-	a.pipeline.logger.Store(a.logger)
-	a.pipeline.node.Store(&node)
+	// Applied in Start: a config that fails to load changes nothing.
+	a.node, a.spoolSize = node, spoolSize
 	if err := sharedmetrics.Register(ctx.GetMetricsRegistry(), a.pipeline.metrics.collectors()...); err != nil {
 		return fmt.Errorf("tenant_usage: %w", err)
 	}
@@ -280,12 +282,15 @@ func (a *App) Validate() error {
 // Start switches the pipeline to this config's sink (a no-op when it is
 // the sink already in use).
 func (a *App) Start() error {
+	a.pipeline.logger.Store(a.logger)
+	a.pipeline.node.Store(&a.node)
 	err := a.pipeline.use(a.sinkKey, a.mkSink)
 	if err != nil {
 		return fmt.Errorf("tenant_usage: %w", err)
 	}
+	a.pipeline.spool.setMax(a.spoolSize)
 	a.logger.Info("usage events", zap.String("sink", a.pipeline.sink.Load().name()),
-		zap.String("spool_dir", a.pipeline.spool.dir), zap.Int("buffer", cap(a.pipeline.events)))
+		zap.String("spool_dir", a.pipeline.spoolDir), zap.Int("buffer", cap(a.pipeline.events)))
 	return nil
 }
 

@@ -64,10 +64,15 @@ type pipeline struct {
 	sinkKey string // configuration fingerprint of the current sink
 	sinkMu  sync.Mutex
 
-	spool    *spool
-	spoolMu  sync.Mutex
-	toSpool  []*usagestore.Event // waiting for the spool writer
-	spoolSig chan struct{}
+	// spool is opened by the first use (startLocked); spoolDir and
+	// spoolSize are what it opens.
+	spool     *spool
+	spoolDir  string
+	spoolSize int64
+	started   atomic.Bool
+	spoolMu   sync.Mutex
+	toSpool   []*usagestore.Event // waiting for the spool writer
+	spoolSig  chan struct{}
 	// spoolBacklog bounds toSpool.
 	spoolBacklog int
 	dropping     atomic.Int64 // Unix ns of the latest drop
@@ -85,15 +90,26 @@ type sinkBox struct{ sink }
 // newPipeline opens the spool and starts the pipeline's goroutines with no
 // sink yet (events wait in the buffer until use sets one).
 func newPipeline(buffer int, spoolDir string, spoolSize int64, m *metrics, logger *zap.Logger) (*pipeline, error) {
-	sp, err := openSpool(spoolDir, spoolSize, m)
-	if err != nil {
+	p := preparePipeline(buffer, spoolDir, spoolSize, m, logger)
+	p.sinkMu.Lock()
+	defer p.sinkMu.Unlock()
+	if err := p.startLocked(); err != nil {
 		return nil, err
 	}
+	return p, nil
+}
+
+// preparePipeline returns a pipeline that takes events into its buffer but
+// has not opened its spool yet: the first use does, so that a config that
+// is only validated, or fails to load, never locks or replays a spool that
+// a running gateway owns.
+func preparePipeline(buffer int, spoolDir string, spoolSize int64, m *metrics, logger *zap.Logger) *pipeline {
 	p := &pipeline{
 		events:       make(chan *usagestore.Event, buffer),
 		services:     newServiceLabels(),
 		metrics:      m,
-		spool:        sp,
+		spoolDir:     spoolDir,
+		spoolSize:    spoolSize,
 		spoolSig:     make(chan struct{}, 1),
 		spoolBacklog: max(buffer, 10_000),
 		stop:         make(chan struct{}),
@@ -102,16 +118,31 @@ func newPipeline(buffer int, spoolDir string, spoolSize int64, m *metrics, logge
 	p.logger.Store(logger)
 	node := "tenantgate"
 	p.node.Store(&node)
-	m.spoolBytes.Set(float64(sp.size()))
+	return p
+}
+
+// startLocked opens the spool and starts the dispatcher, the spool writer
+// and the replayer, once; the caller holds sinkMu.
+func (p *pipeline) startLocked() error {
+	if p.started.Load() {
+		return nil
+	}
+	sp, err := openSpool(p.spoolDir, p.spoolSize, p.metrics)
+	if err != nil {
+		return err
+	}
+	p.spool = sp
+	p.metrics.spoolBytes.Set(float64(sp.size()))
 	if n := sp.records(); n > 0 {
-		logger.Info("usage spool holds events from an earlier run; they are replayed when the sink accepts them",
-			zap.String("dir", spoolDir), zap.Int64("events", n))
+		p.logger.Load().Info("usage spool holds events from an earlier run; they are replayed when the sink accepts them",
+			zap.String("dir", p.spoolDir), zap.Int64("events", n))
 	}
 	p.wg.Add(3)
 	go p.dispatch()
 	go p.writeSpool()
 	go p.replay()
-	return p, nil
+	p.started.Store(true)
+	return nil
 }
 
 // emit hands an event over without blocking: to the buffer, else to the
@@ -329,6 +360,9 @@ func (p *pipeline) replayOnce() bool {
 func (p *pipeline) use(key string, mk func() (sink, error)) error {
 	p.sinkMu.Lock()
 	defer p.sinkMu.Unlock()
+	if err := p.startLocked(); err != nil {
+		return err
+	}
 	if key == p.sinkKey && p.sink.Load() != nil {
 		return nil
 	}
@@ -375,6 +409,9 @@ func (p *pipeline) health(context.Context) tenant.CheckResult {
 }
 
 func (p *pipeline) state() (tenant.Status, string) {
+	if !p.started.Load() {
+		return tenant.StatusDegraded, "not started"
+	}
 	box := p.sink.Load()
 	name := "none"
 	var serr error
@@ -399,6 +436,13 @@ func (p *pipeline) state() (tenant.Status, string) {
 // sink flushed, and what could not be delivered is spooled.
 func (p *pipeline) Destruct() error {
 	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	p.sinkMu.Lock() // no start from now on
+	started := p.started.Load()
+	p.sinkMu.Unlock()
+	if !started {
+		// Never served a config: no event reached it, no spool to close.
 		return nil
 	}
 	close(p.stop)

@@ -1,11 +1,15 @@
 package caddyusage
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -125,4 +129,36 @@ func TestSpoolIsBounded(t *testing.T) {
 	if sp.size() > minSegmentSize {
 		t.Fatalf("spool holds %d bytes, bound %d", sp.size(), minSegmentSize)
 	}
+}
+
+// TestValidatingNeverTakesARunningGatewaysSpool: `caddy validate` (or a
+// config that fails to load) provisions the app but never starts it, so it
+// must not lock, replay or change the spool a running gateway holds.
+func TestValidatingNeverTakesARunningGatewaysSpool(t *testing.T) {
+	dir := t.TempDir()
+	running, err := openSpool(dir, 1<<20, newMetrics()) // the running gateway's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer running.close()
+	cfg := []byte(`{"admin":{"disabled":true},"apps":{"tenant_usage":{"spool_dir":"` + dir + `"}}}`)
+	if err := caddy.Validate(mustConfig(t, cfg)); err != nil {
+		t.Fatalf("validating a config whose spool a running gateway holds: %v", err)
+	}
+	// Starting it for real does need the spool, and says whose it is.
+	if err := caddy.Load(cfg, true); err == nil {
+		_ = caddy.Stop()
+		t.Fatal("a second gateway started on a spool that is in use")
+	} else if !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("load error %v, want the spool in use", err)
+	}
+}
+
+func mustConfig(t *testing.T, raw []byte) *caddy.Config {
+	t.Helper()
+	var cfg caddy.Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return &cfg
 }
