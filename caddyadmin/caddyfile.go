@@ -37,7 +37,11 @@ func (a *TenantAdmin) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := caddyfileutil.NoInlineArgs(d, moduleName); err != nil {
 		return err
 	}
+	once := caddyfileutil.NewOnce(moduleName)
 	for d.NextBlock(0) {
+		if err := once.Check(d); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "token":
@@ -75,7 +79,11 @@ func (u *UsageReport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
 		return err
 	}
+	once := caddyfileutil.NewOnce(directive)
 	for d.NextBlock(0) {
+		if err := once.Check(d); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "database_url":

@@ -36,16 +36,18 @@ func TestCaddyfileTenantAdmin(t *testing.T) {
 
 func TestCaddyfileErrors(t *testing.T) {
 	for input, want := range map[string]string{
-		"tenant_admin extra":                          `unexpected argument "extra"`,
-		"tenant_admin {\n tokn abc\n}":                `unknown subdirective "tokn"`,
-		"tenant_admin {\n token a b\n}":               "token: expected one value, got 2",
-		"tenant_admin {\n idempotency_ttl\n}":         "idempotency_ttl: expected one duration",
-		"tenant_admin {\n idempotency_ttl soon\n}":    `idempotency_ttl: expected a positive duration such as 24h, got "soon"`,
-		"tenant_admin {\n idempotency_ttl -1h\n}":     "expected a positive duration",
-		"tenant_admin {\n database_url a b\n}":        "database_url: expected one value",
-		"tenant_usage_report x":                       `unexpected argument "x"`,
-		"tenant_usage_report {\n database a\n}":       `unknown subdirective "database"`,
-		"tenant_usage_report {\n database_url a b\n}": "expected one URL, got 2",
+		"tenant_admin extra":                                         `unexpected argument "extra"`,
+		"tenant_admin {\n tokn abc\n}":                               `unknown subdirective "tokn"`,
+		"tenant_admin {\n token a b\n}":                              "token: expected one value, got 2",
+		"tenant_admin {\n idempotency_ttl\n}":                        "idempotency_ttl: expected one duration",
+		"tenant_admin {\n idempotency_ttl soon\n}":                   `idempotency_ttl: expected a positive duration such as 24h, got "soon"`,
+		"tenant_admin {\n idempotency_ttl -1h\n}":                    "expected a positive duration",
+		"tenant_admin {\n database_url a b\n}":                       "database_url: expected one value",
+		"tenant_usage_report x":                                      `unexpected argument "x"`,
+		"tenant_usage_report {\n database a\n}":                      `unknown subdirective "database"`,
+		"tenant_usage_report {\n database_url a b\n}":                "expected one URL, got 2",
+		"tenant_admin {\n token a\n token b\n}":                      "token given more than once (first on line 2)",
+		"tenant_usage_report {\n database_url a\n database_url b\n}": "database_url given more than once",
 	} {
 		var err error
 		d := caddyfile.NewTestDispenser(input)

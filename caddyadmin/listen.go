@@ -49,7 +49,7 @@ func checkTokenless(ctx caddy.Context) error {
 		for _, addr := range srv.Listen {
 			if addr = repl.ReplaceAll(addr, ""); !loopbackOnly(addr) {
 				return fmt.Errorf("tenant_admin has no token but server %s listens on %s, beyond loopback: "+
-					"set `token` (e.g. token {$ADMIN_TOKEN}), or bind the site to 127.0.0.1 (`bind 127.0.0.1`)", name, addr)
+					"set `token` (e.g. token {env.ADMIN_TOKEN}), or bind the site to 127.0.0.1 (`bind 127.0.0.1`)", name, addr)
 			}
 		}
 	}

@@ -38,10 +38,11 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "tenant",
-		Usage: "<migrate|org|key> …",
-		Short: "Manages Tenantgate's organizations and API keys in PostgreSQL",
+		Usage: "<migrate|org|key|usage> …",
+		Short: "Manages Tenantgate's organizations, API keys and usage reports",
 		Long: `
-Manages the PostgreSQL key database that tenant_auth reads (database_url).
+Manages the PostgreSQL key database that tenant_auth reads (database_url),
+and ingests and reports usage events.
 
   caddy tenant migrate
   caddy tenant org create --name N [--plan P] [--per-minute N --per-day N --burst N] [--json]
@@ -52,6 +53,8 @@ Manages the PostgreSQL key database that tenant_auth reads (database_url).
   caddy tenant key list --org-id ID [--json]
   caddy tenant key revoke ID [--json]
   caddy tenant key rotate ID [--grace DUR] [--expires-in DUR] [--json]
+  caddy tenant usage ingest --brokers B --topic T --group G
+  caddy tenant usage report --org ID [--since 24h] [--by minute|hour|day] [--group-by …] [--json|--csv]
 
 The database is --database-url, else $DATABASE_URL. Plans are basic,
 premium and enterprise plus the comma-separated --allowed-plans (else
@@ -66,14 +69,16 @@ characters are stored. Errors exit non-zero with one line, and write nothing.
 // buildTenantCommand adds the subcommands to the `tenant` command.
 func buildTenantCommand(cmd *cobra.Command) {
 	cmd.PersistentFlags().String("database-url", "", "PostgreSQL URL (default $"+databaseURLEnv+")")
-	cmd.PersistentFlags().String("allowed-plans", "", "extra plan names, comma-separated (default $"+tenant.PlansEnv+")")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "migrate",
 		Short: "Creates or upgrades the key database schema (idempotent)",
 		Args:  cobra.NoArgs,
 		RunE:  runMigrate,
 	})
-	cmd.AddCommand(orgCommand(), keyCommand())
+	for _, c := range []*cobra.Command{orgCommand(), keyCommand()} {
+		c.PersistentFlags().String("allowed-plans", "", "extra plan names, comma-separated (default $"+tenant.PlansEnv+")")
+		cmd.AddCommand(c)
+	}
 	cmd.AddCommand(caddyusage.UsageCommand())
 }
 

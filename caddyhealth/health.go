@@ -151,7 +151,11 @@ func (h *Health) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
 		return err
 	}
+	once := caddyfileutil.NewOnce(directive)
 	for d.NextBlock(0) {
+		if err := once.Check(d); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "timeout":

@@ -74,7 +74,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
 		return nil, err
 	}
+	once := caddyfileutil.NewOnce(directive)
 	for d.NextBlock(0) {
+		if err := once.Check(d); err != nil {
+			return nil, err
+		}
 		var err error
 		switch d.Val() {
 		case "node_id":
@@ -113,7 +117,11 @@ func parseKafka(d *caddyfile.Dispenser) (*KafkaConfig, error) {
 	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
 		return nil, err
 	}
+	once := caddyfileutil.NewOnce(directive)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once.Check(d); err != nil {
+			return nil, err
+		}
 		var err error
 		switch d.Val() {
 		case "brokers":
@@ -153,7 +161,11 @@ func parsePostgres(d *caddyfile.Dispenser) (*PostgresConfig, error) {
 	if err := caddyfileutil.NoInlineArgs(d, directive); err != nil {
 		return nil, err
 	}
+	once := caddyfileutil.NewOnce(directive)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once.Check(d); err != nil {
+			return nil, err
+		}
 		switch d.Val() {
 		case "database_url":
 			p.DatabaseURLs = d.RemainingArgs()
