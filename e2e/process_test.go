@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -187,6 +188,49 @@ func (g *gatewayProcess) Reload(t *testing.T, caddyfile string) {
 		var b bytes.Buffer
 		_, _ = b.ReadFrom(resp.Body)
 		t.Fatalf("reload: status %d: %s", resp.StatusCode, b.String())
+	}
+	g.waitForOneListener(t)
+	// Connections kept alive to the old server are closed by its shutdown.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+}
+
+// waitForOneListener waits until the gateway's port has a single listening
+// socket again. Caddy binds each config's listener with SO_REUSEPORT and
+// answers /load once the old server has begun shutting down, which may be
+// a moment before its socket is closed; a connection the kernel queues on
+// that socket in the meantime is reset. Without /proc (not Linux) it
+// returns at once.
+func (g *gatewayProcess) waitForOneListener(t *testing.T) {
+	t.Helper()
+	port, err := strconv.ParseUint(strings.TrimPrefix(g.URL, "http://127.0.0.1:"), 10, 16)
+	if err != nil {
+		t.Fatalf("gateway URL %s: %v", g.URL, err)
+	}
+	local := fmt.Sprintf(":%04X", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		listeners, readable := 0, false
+		for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+			data, err := os.ReadFile(table)
+			if err != nil {
+				continue
+			}
+			readable = true
+			for _, line := range strings.Split(string(data), "\n")[1:] {
+				fields := strings.Fields(line)
+				// fields[1] is local_address (hex ip:port), fields[3] the state; 0A is LISTEN.
+				if len(fields) > 3 && strings.HasSuffix(fields[1], local) && fields[3] == "0A" {
+					listeners++
+				}
+			}
+		}
+		if !readable || listeners <= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port %d still has %d listening sockets 10 s after the reload", port, listeners)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -228,6 +228,10 @@ type options struct {
 	// The LISTEN reconnection backoff; default listenMinBackoff and
 	// listenMaxBackoff.
 	listenMinBackoff, listenMaxBackoff time.Duration
+	// noIdlePing stops the pool from pinging connections that were idle
+	// for over a second before handing them out, so that a test meets a
+	// dead pooled connection however slowly it runs.
+	noIdlePing bool
 }
 
 // newStore builds the store and starts its background work. It does not
@@ -249,6 +253,9 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	}
 	if opts.tracer != nil {
 		cfg.ConnConfig.Tracer = opts.tracer
+	}
+	if opts.noIdlePing {
+		cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	}
 	if opts.queryTimeout == 0 {
 		opts.queryTimeout = queryTimeout
@@ -391,17 +398,9 @@ func (s *Store) fetch(h KeyHash, l *lane) (verdict, error) {
 	defer cancel()
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
-	conn, err := s.pool.Acquire(ctx)
+	row, found, err := s.readKey(ctx, h, l)
 	if err != nil {
-		return verdict{}, s.acquireFailed(ctx, err, l)
-	}
-	defer conn.Release()
-	start := time.Now()
-	row, found, err := queryKey(ctx, conn, h)
-	s.metrics.pgLookup.Observe(time.Since(start).Seconds())
-	if err != nil {
-		s.queryFailed(err)
-		return verdict{}, fmt.Errorf("querying api_keys: %w", err)
+		return verdict{}, err
 	}
 	s.state.keyQueriesWork()
 	if found && !row.revokedAt.Valid {
@@ -416,6 +415,33 @@ func (s *Store) fetch(h KeyHash, l *lane) (verdict, error) {
 	}
 	s.remember(h, v, gen, now)
 	return v, nil
+}
+
+// readKey reads h's row on a pooled connection. A connection that died
+// while idle in the pool (PostgreSQL restarted, or a network blip shorter
+// than the pool's idle ping) fails its first query although PostgreSQL
+// answers: the pool's idle connections are dropped, as they most likely
+// died the same way, and the read is retried once on a new connection.
+func (s *Store) readKey(ctx context.Context, h KeyHash, l *lane) (keyRow, bool, error) {
+	for retried := false; ; retried = true {
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return keyRow{}, false, s.acquireFailed(ctx, err, l)
+		}
+		start := time.Now()
+		row, found, err := queryKey(ctx, conn, h)
+		s.metrics.pgLookup.Observe(time.Since(start).Seconds())
+		deadConn := err != nil && ctx.Err() == nil && conn.Conn().IsClosed()
+		conn.Release()
+		if err == nil {
+			return row, found, nil
+		}
+		if !deadConn || retried {
+			s.queryFailed(err)
+			return keyRow{}, false, fmt.Errorf("querying api_keys: %w", err)
+		}
+		s.pool.Reset()
+	}
 }
 
 // acquireFailed classifies a failure of a lookup in lane l to get a pool

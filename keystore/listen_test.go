@@ -128,6 +128,29 @@ func TestSuccessfulQueryWakesTheListener(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "the LISTEN connection to be back", s.state.listening.Load)
 }
 
+// TestDeadPooledConnectionIsNotAnOutage: a network blip kills the pool's
+// idle connection; the next miss meets it, and must still be answered from
+// PostgreSQL rather than fail with 503 and pause every other miss.
+func TestDeadPooledConnectionIsNotAnOutage(t *testing.T) {
+	dsn := testenv.MigratedDatabase(t)
+	conn := testenv.Connect(t, dsn)
+	org := newTestOrg(t, conn, "basic")
+	proxy, viaProxy := testenv.PostgresProxy(t, dsn)
+	s := testStore(t, viaProxy, testSettings(), options{noBackground: true, noIdlePing: true})
+	ctx := context.Background()
+	first, second := newTestKey(t, conn, org.ID, 0), newTestKey(t, conn, org.ID, 0)
+	if _, err := s.Lookup(ctx, HashKey(first.Key)); err != nil {
+		t.Fatal(err) // leaves one idle connection in the pool
+	}
+	proxy.DropConnections()
+	if _, err := s.Lookup(ctx, HashKey(second.Key)); err != nil {
+		t.Fatalf("first miss after the pooled connection died: %v", err)
+	}
+	if s.state.failing.Load() {
+		t.Error("a dead pooled connection was reported as a PostgreSQL outage")
+	}
+}
+
 // TestQueryTimeoutWhileListeningIsNotAnOutage: a lookup that runs out of
 // time while the LISTEN connection is up (a slow server, or a gateway
 // starved of CPU by a flood) fails alone: PostgreSQL is not reported down
