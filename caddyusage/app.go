@@ -114,6 +114,12 @@ type KafkaConfig struct {
 	// acknowledgement before it goes to the disk spool. Default: 10s.
 	DeliveryTimeout caddy.Duration `json:"delivery_timeout,omitempty"`
 
+	// Compression is the codec of produced batches: snappy, lz4, zstd,
+	// gzip or none. snappy costs the gateway under a microsecond of CPU
+	// per event, zstd and gzip several; compressed JSON events take the
+	// brokers' network and disk several times less room. Default: snappy.
+	Compression string `json:"compression,omitempty"`
+
 	// TLS connects to the brokers with TLS 1.2 or later, verified against
 	// the system's root certificates. Default: false.
 	TLS bool `json:"tls,omitempty"`
@@ -227,6 +233,7 @@ func (a *App) prepareSink(repl *caddy.Replacer, buffer int) error {
 				deliveryTimeout: time.Duration(a.Kafka.DeliveryTimeout),
 				maxBuffered:     buffer,
 				tls:             a.Kafka.TLS,
+				compression:     a.Kafka.Compression,
 			}
 			if k.topic == "" {
 				k.topic = defaultTopic
@@ -273,6 +280,8 @@ func (a *App) Validate() error {
 		return fmt.Errorf("tenant_usage: spool_size must be at least %d bytes, got %d", minSegmentSize, a.SpoolSize)
 	case a.Kafka != nil && a.Kafka.DeliveryTimeout < 0:
 		return errors.New("tenant_usage: kafka delivery_timeout must be positive")
+	case a.Kafka != nil && !validCompression(a.Kafka.Compression):
+		return fmt.Errorf("tenant_usage: kafka compression must be one of %s, got %q", strings.Join(compressionCodecs, ", "), a.Kafka.Compression)
 	case a.Postgres != nil && a.Postgres.RawRetention < 0:
 		return errors.New("tenant_usage: postgres raw_retention must be positive")
 	}

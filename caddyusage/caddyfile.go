@@ -56,6 +56,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	        brokers          [<host:port>[,<host:port>…]]
 //	        topic            <topic>
 //	        delivery_timeout <duration>
+//	        compression      <snappy|lz4|zstd|gzip|none>
 //	        tls              [true|false]
 //	        sasl             <plain|scram-sha-256|scram-sha-512> <username> <password>
 //	    }
@@ -134,6 +135,12 @@ func parseKafka(d *caddyfile.Dispenser) (*KafkaConfig, error) {
 			k.Topic = args[0]
 		case "delivery_timeout":
 			k.DeliveryTimeout, err = caddyfileutil.Duration(d, directive, "10s")
+		case "compression":
+			args := d.RemainingArgs()
+			if len(args) != 1 || !validCompression(args[0]) {
+				return nil, d.Errf("tenant_usage: kafka compression: expected one of %s", strings.Join(compressionCodecs, ", "))
+			}
+			k.Compression = args[0]
 		case "tls":
 			k.TLS, err = caddyfileutil.OptionalBool(d, directive)
 		case "sasl":
@@ -146,7 +153,7 @@ func parseKafka(d *caddyfile.Dispenser) (*KafkaConfig, error) {
 			}
 			k.SASL = &SASLConfig{Mechanism: args[0], Username: args[1], Password: args[2]}
 		default:
-			return nil, caddyfileutil.Unknown(d, directive, "brokers", "topic", "delivery_timeout", "tls", "sasl")
+			return nil, caddyfileutil.Unknown(d, directive, "brokers", "topic", "delivery_timeout", "compression", "tls", "sasl")
 		}
 		if err != nil {
 			return nil, err

@@ -42,7 +42,7 @@ const (
 	// the first one. While it sleeps, the handlers' sends only fill the
 	// buffer and wake no goroutine: one wake-up per linger instead of one
 	// per request.
-	dispatchLinger   = 2 * time.Millisecond
+	dispatchLinger   = 10 * time.Millisecond
 	replayMinBackoff = time.Second
 	replayMaxBackoff = 30 * time.Second
 	// spoolFlushDelay lets events that overflow together share one fsync.

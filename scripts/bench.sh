@@ -26,7 +26,8 @@
 # (a 10 s CPU profile of one site under load, from Caddy's admin pprof
 # endpoint; BENCH_PROFILE_SITE picks the site, default auth+redis),
 # BENCH_RAW=1 (print every round's numbers), BENCH_SITES="bare auth+redis …"
-# (measure only these sites; bare is always kept, ratios need it).
+# (measure only these sites; bare is always kept, ratios need it),
+# BENCH_KAFKA_COMPRESSION (the usage site's Kafka compression, default snappy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -111,6 +112,7 @@ declare -A port key
 		spool_dir $work/spool
 		kafka {
 			brokers 127.0.0.1:$kafka_port
+			compression ${BENCH_KAFKA_COMPRESSION:-snappy}
 		}
 	}
 }
