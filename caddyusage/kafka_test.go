@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -178,15 +179,23 @@ func reconcileN(t *testing.T, store *usagestore.Store, org string, n int64) {
 
 // BenchmarkKafkaSink is the cost of one event through the Kafka sink:
 // dispatch, encoding, compression, producing and its acknowledgement, for
-// each compression codec. Events are paced at kafkaBenchRate, about what a
-// busy gateway on two cores serves, so batches are as large as in
-// production rather than as large as a tight loop makes them. cpu-µs/event
+// each compression codec. Events are paced at BENCH_KAFKA_RATE per second
+// (default 5 000, about what a busy gateway on two cores serves), so
+// batches are as large as in production rather than as large as a tight
+// loop makes them. cpu-µs/event
 // is the CPU time of this process per event (getrusage); with the broker
 // in another process (BENCH_KAFKA_BROKERS=host:port, e.g. the one of
 // scripts/kafkabroker) that is the gateway's own cost, otherwise the
 // in-process broker's work is included.
 func BenchmarkKafkaSink(b *testing.B) {
 	brokers := os.Getenv("BENCH_KAFKA_BROKERS")
+	rate := 5000
+	if v := os.Getenv("BENCH_KAFKA_RATE"); v != "" {
+		var err error
+		if rate, err = strconv.Atoi(v); err != nil || rate < 1 {
+			b.Fatalf("BENCH_KAFKA_RATE=%q: want a positive number of events per second", v)
+		}
+	}
 	if brokers == "" {
 		_, brokers = usagetest.Kafka(b, testTopic, 4)
 	}
@@ -213,7 +222,7 @@ func BenchmarkKafkaSink(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				p.emit(evs[i%len(evs)])
 				if i%50 == 49 {
-					time.Sleep(time.Until(start.Add(time.Duration(i+1) * time.Second / kafkaBenchRate)))
+					time.Sleep(time.Until(start.Add(time.Duration(i+1) * time.Second / time.Duration(rate))))
 				}
 			}
 			for delivered() < float64(b.N) {
@@ -223,9 +232,6 @@ func BenchmarkKafkaSink(b *testing.B) {
 		})
 	}
 }
-
-// kafkaBenchRate is the event rate of BenchmarkKafkaSink, per second.
-const kafkaBenchRate = 5000
 
 // processCPU is the user and system CPU time this process has used.
 func processCPU(b *testing.B) time.Duration {
