@@ -75,7 +75,7 @@ func (a *TenantAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := k.Validate(); err != nil {
 				return d.Errf("tenant_auth: key: %v", err)
 			}
-			if !hasPlaceholder(k.Key) {
+			if !caddyfileutil.HasPlaceholder(k.Key) {
 				k = hashedStaticKey(k)
 			}
 			a.Keys = append(a.Keys, k)

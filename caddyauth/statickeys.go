@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 	"github.com/tenantgate/tenantgate/keystore"
 )
@@ -122,7 +123,7 @@ func splitKeyList(s string) (hashed []StaticKey, withPlaceholders string, err er
 		entry = strings.TrimSpace(entry)
 		switch {
 		case entry == "":
-		case hasPlaceholder(entry):
+		case caddyfileutil.HasPlaceholder(entry):
 			later = append(later, entry)
 		default:
 			k, err := parseKeyEntry(entry)
@@ -147,7 +148,7 @@ func (k StaticKey) Validate() error {
 		if _, err := parseKeyHash(k.KeyHash); err != nil {
 			return err
 		}
-	case !hasPlaceholder(k.Key):
+	case !caddyfileutil.HasPlaceholder(k.Key):
 		if err := validKey(k.Key); err != nil {
 			return err
 		}
@@ -186,12 +187,6 @@ func parseKeyHash(s string) (keystore.KeyHash, error) {
 	return h, nil
 }
 
-// hasPlaceholder reports whether s holds a placeholder such as {env.X}.
-// Keys, org IDs and plans never contain braces, so any brace means one.
-func hasPlaceholder(s string) bool {
-	return strings.ContainsAny(s, "{}")
-}
-
 // resolvedKey is a static key ready for the store: its hash, identity and
 // whether it looks like a demo key.
 type resolvedKey struct {
@@ -214,7 +209,7 @@ func resolveStaticKeys(repl *caddy.Replacer, what string, keys []StaticKey) ([]r
 			r.hash, _ = parseKeyHash(k.KeyHash) // checked by Validate
 		} else {
 			key := k.Key
-			if hasPlaceholder(key) {
+			if caddyfileutil.HasPlaceholder(key) {
 				expanded, err := repl.ReplaceOrErr(key, true, true)
 				if err != nil {
 					return nil, fmt.Errorf("%s %d: key %s: %w", what, i+1, key, err)
@@ -242,7 +237,7 @@ func resolveKeyList(repl *caddy.Replacer, list string) ([]resolvedKey, error) {
 	if err != nil {
 		// The error names the entry, never the key; the placeholder says
 		// where the list came from.
-		if hasPlaceholder(list) {
+		if caddyfileutil.HasPlaceholder(list) {
 			return nil, fmt.Errorf("key_list %s: %w", list, err)
 		}
 		return nil, fmt.Errorf("key_list: %w", err)

@@ -58,7 +58,7 @@ func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "redis_addr":
 			rl.RedisAddr = strings.TrimSpace(strings.Join(d.RemainingArgs(), ","))
-			if rl.RedisAddr != "" && !hasPlaceholder(rl.RedisAddr) {
+			if rl.RedisAddr != "" && !caddyfileutil.HasPlaceholder(rl.RedisAddr) {
 				if _, err := (redisConfig{addr: rl.RedisAddr}).options(); err != nil {
 					return d.Errf("tenant_ratelimit: %v", err) // names redis_addr itself
 				}
@@ -111,7 +111,7 @@ func (rl *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // canonicalDB reads redis_db's value: a database number, or a placeholder
 // checked once expanded. "0" is the default, and so unset.
 func canonicalDB(s string) (string, error) {
-	if s == "" || hasPlaceholder(s) {
+	if s == "" || caddyfileutil.HasPlaceholder(s) {
 		return s, nil
 	}
 	n, err := parseRedisDB(s)

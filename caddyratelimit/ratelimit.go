@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
 	"github.com/tenantgate/tenantgate/internal/sharedmetrics"
 	"github.com/tenantgate/tenantgate/internal/tenant"
 )
@@ -199,10 +200,10 @@ func (rl *RateLimit) expandRedisSettings(repl *caddy.Replacer) (*redis.Universal
 // checked once expanded, at provision.
 func (rl *RateLimit) checkRedisSettings() error {
 	known := *rl
-	if hasPlaceholder(known.RedisAddr) {
+	if caddyfileutil.HasPlaceholder(known.RedisAddr) {
 		known.RedisAddr = ""
 	}
-	if hasPlaceholder(string(known.RedisDB)) {
+	if caddyfileutil.HasPlaceholder(string(known.RedisDB)) {
 		known.RedisDB = ""
 	}
 	_, err := known.expandRedisSettings(caddy.NewEmptyReplacer())

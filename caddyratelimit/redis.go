@@ -244,13 +244,6 @@ func parseRedisDB(s string) (int, error) {
 	return n, nil
 }
 
-// hasPlaceholder reports whether s holds a {…} placeholder, which is
-// expanded when the config is loaded.
-func hasPlaceholder(s string) bool {
-	open := strings.IndexByte(s, '{')
-	return open >= 0 && strings.IndexByte(s[open:], '}') > 0
-}
-
 // fromURL fills o from a redis:// or rediss:// URL. Its errors never
 // repeat the URL, which may hold a password.
 func fromURL(o *redis.UniversalOptions, raw string) error {

@@ -129,3 +129,10 @@ func OptionalBool(d *caddyfile.Dispenser, directive string) (bool, error) {
 		return false, d.Errf("%s: %s: expected at most one argument (true or false), got %d", directive, name, len(args))
 	}
 }
+
+// HasPlaceholder reports whether s holds a {…} placeholder, such as
+// {env.DATABASE_URL}, which is expanded when the config is loaded.
+func HasPlaceholder(s string) bool {
+	open := strings.IndexByte(s, '{')
+	return open >= 0 && strings.IndexByte(s[open:], '}') > 0
+}

@@ -4,6 +4,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -196,12 +197,12 @@ func (p *Proxy) forward(dst, src net.Conn) {
 	defer close(stop)
 	go func() {
 		defer close(chunks)
+		buf := make([]byte, 32<<10)
 		for {
-			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
 				select {
-				case chunks <- chunk{data: buf[:n], due: time.Now().Add(time.Duration(p.delay.Load()))}:
+				case chunks <- chunk{data: bytes.Clone(buf[:n]), due: time.Now().Add(time.Duration(p.delay.Load()))}:
 				case <-stop:
 					return
 				}
