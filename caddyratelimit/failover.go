@@ -302,11 +302,8 @@ type deniedOrgs struct {
 	m *shardedMap[deniedEntry]
 }
 
-func newDeniedOrgs(maxOrgs int) *deniedOrgs {
-	if maxOrgs <= 0 {
-		maxOrgs = maxDeniedOrgs
-	}
-	return &deniedOrgs{m: newShardedMap[deniedEntry](maxOrgs)}
+func newDeniedOrgs() *deniedOrgs {
+	return &deniedOrgs{m: newShardedMap[deniedEntry](maxDeniedOrgs)}
 }
 
 // lookup returns the standing denial of the organization at local time now,

@@ -593,7 +593,7 @@ func TestCoalescedExactnessAcrossInstances(t *testing.T) {
 		local := newLocalLimiter(0, nil)
 		t.Cleanup(func() { _ = local.Destruct() })
 		instances = append(instances, &failoverLimiter{
-			redis: newRedisLimiter(shared.client, prefix), breaker: shared.breaker, denied: newDeniedOrgs(0), local: local,
+			redis: newRedisLimiter(shared.client, prefix), breaker: shared.breaker, denied: newDeniedOrgs(), local: local,
 			onError: onErrorDeny, timeout: 2 * time.Second, m: m, clock: time.Now,
 		})
 	}

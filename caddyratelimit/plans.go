@@ -58,7 +58,7 @@ func defaultPlans() []Plan {
 	builtin := tenant.BuiltinPlans()
 	plans := make([]Plan, len(builtin))
 	for i, b := range builtin {
-		plans[i] = Plan{Name: b.Name, PerMinute: b.PerMinute, PerDay: b.PerDay, Burst: b.Burst}
+		plans[i] = Plan(b)
 	}
 	return plans
 }

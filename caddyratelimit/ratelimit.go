@@ -315,7 +315,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if id == nil {
 		rl.logger.Error("request reached tenant_ratelimit without a tenant identity: tenant_auth must run before it in the same route",
 			zap.String("request_id", rid), zap.String("uri", r.RequestURI))
-		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: rate limiter is misconfigured", nil, rid)
+		return tenant.WriteError(w, http.StatusInternalServerError, tenant.InternalErrorMessage, nil, rid)
 	}
 	p := rl.policies.lookup(id)
 	if p == nil {
@@ -323,7 +323,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		// the operator, not told to the client.
 		rl.logger.Error("no rate-limit plan for the organization's plan tier; add a plan line to tenant_ratelimit",
 			zap.String("request_id", rid), zap.String("organization_id", id.OrgID), zap.String("plan", id.Plan))
-		return tenant.WriteError(w, http.StatusInternalServerError, "internal server error: rate limiter is misconfigured", nil, rid)
+		return tenant.WriteError(w, http.StatusInternalServerError, tenant.InternalErrorMessage, nil, rid)
 	}
 
 	d, err := rl.limiter.Allow(ctx, id.OrgID, p)

@@ -151,7 +151,7 @@ func newSharedRedis(opts *redis.UniversalOptions, m *metrics, logger *zap.Logger
 	s := &sharedRedis{
 		client:   client,
 		limiter:  newRedisLimiter(client, ""),
-		denied:   newDeniedOrgs(0),
+		denied:   newDeniedOrgs(),
 		fallback: newLocalLimiter(defaultMaxLocalOrgs, nil),
 	}
 	s.logger.Store(logger)
@@ -283,8 +283,6 @@ func fromURL(o *redis.UniversalOptions, raw string) error {
 	return nil
 }
 
-// poolKey identifies a Redis connection: servers, database, TLS and
-// credentials (hashed, so the key never holds a password in clear).
 // redisTarget names the Redis a limiter uses in readiness checks and logs:
 // its addresses, Sentinel master and database, never a password.
 func redisTarget(o *redis.UniversalOptions) string {
@@ -295,6 +293,8 @@ func redisTarget(o *redis.UniversalOptions) string {
 	return target + "/" + strconv.Itoa(o.DB)
 }
 
+// poolKey identifies a Redis connection: servers, database, TLS and
+// credentials (hashed, so the key never holds a password in clear).
 func poolKey(o *redis.UniversalOptions) string {
 	creds := sha256.Sum256([]byte(o.Username + "\x00" + o.Password + "\x00" + o.SentinelUsername + "\x00" + o.SentinelPassword))
 	return strings.Join([]string{
