@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -19,16 +18,7 @@ import (
 // without it the test skips, and fails under CI=true.
 func chromium(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if testenv.InCI() {
-		t.Fatal("chromium is not installed (apt-get install -y chromium)")
-	}
-	t.Skip("chromium is not installed (apt-get install -y chromium): skipping the dashboard test")
-	return ""
+	return testenv.Tool(t, "chromium", "chromium-browser")
 }
 
 // TestAdminDashboardInBrowser drives the dashboard in headless Chromium:

@@ -224,13 +224,7 @@ func TestDefaultCaddyfileDemoKeyOnlyWithoutDatabase(t *testing.T) {
 // password, on a free port, for the test; it returns its address.
 func startRedisWithPassword(t *testing.T, password string) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if testenv.InCI() {
-			t.Fatalf("redis-server is not installed: %v", err)
-		}
-		t.Skipf("redis-server is not installed: %v", err)
-	}
+	bin := testenv.Tool(t, "redis-server")
 	addr := net.JoinHostPort("127.0.0.1", freePort(t))
 	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--requirepass", password,

@@ -5,12 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 
 	// The modules under test.
 	_ "github.com/tenantgate/tenantgate"
@@ -66,7 +67,7 @@ func startGateway(t *testing.T, p testPorts, caddyfile string) *caddytest.Tester
 func startGatewayWithGlobals(t *testing.T, p testPorts, globals, caddyfile string) *caddytest.Tester {
 	t.Helper()
 	t.Cleanup(func() {
-		if t.Skipped() && os.Getenv("CI") == "true" {
+		if t.Skipped() && testenv.InCI() {
 			t.Errorf("e2e test skipped under CI=true: caddytest could not start Caddy")
 		}
 	})

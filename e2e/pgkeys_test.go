@@ -285,13 +285,7 @@ func TestReloadKeepsTheCacheAndLeaksNoConnections(t *testing.T) {
 }
 
 func TestKeyIsNotInADumpOfTheDatabase(t *testing.T) {
-	pgDump, err := exec.LookPath("pg_dump")
-	if err != nil {
-		if testenv.InCI() {
-			t.Fatal("pg_dump is not installed")
-		}
-		t.Skip("pg_dump is not installed")
-	}
+	pgDump := testenv.Tool(t, "pg_dump")
 	dsn := pgKeyDB(t)
 	org := tenantCLIJSON(t, dsn, "org", "create", "--name", "Acme")
 	key := tenantCLIJSON(t, dsn, "key", "create", "--org-id", org.ID, "--name", "ci")

@@ -9,15 +9,15 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/tenantgate/tenantgate/internal/testenv"
 )
 
 // TestRateLimitScriptAgainstDefaultCaddyfile runs scripts/test-ratelimit.sh
 // against the repository's default Caddyfile, as the README says: with its
 // defaults (in process, demo key), and with REDIS_ADDR set.
 func TestRateLimitScriptAgainstDefaultCaddyfile(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
+	testenv.Tool(t, "curl")
 	run := func(t *testing.T, key string, env ...string) string {
 		demo := freePort(t)
 		env = append(env, "DEMO_BACKEND_PORT="+demo, "API_SERVICE_URL=127.0.0.1:"+demo)
@@ -60,9 +60,7 @@ func TestRateLimitScriptAgainstDefaultCaddyfile(t *testing.T) {
 // within the burst: the script must show that 429 and pass. A server that
 // never limits, or answers 5xx, fails it.
 func TestRateLimitScriptVerdictRestsOnWhatItSaw(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
+	testenv.Tool(t, "curl")
 	// serve answers request number n (from 1) with status(n).
 	serve := func(status func(n int64) int) string {
 		var count atomic.Int64

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,26 @@ import (
 
 // InCI reports whether the tests run under CI (CI=true).
 func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Tool returns the path of the first of names found on PATH; with none the
+// test skips, or fails under CI=true (.ci/run installs what the tests use).
+func Tool(t testing.TB, names ...string) string {
+	t.Helper()
+	for _, name := range names {
+		if path, err := exec.LookPath(name); err == nil {
+			return path
+		}
+	}
+	unavailable(t, "%s is not installed", strings.Join(names, " or "))
+	return ""
+}
+
+// Unavailable skips the test for want of a service or tool, or fails it
+// under CI=true.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	unavailable(t, format, args...)
+}
 
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
