@@ -44,7 +44,6 @@ var contentTypeHeader = []kgo.RecordHeader{{Key: "content-type", Value: []byte(u
 // within the delivery timeout fail; both go to the spool.
 type kafkaSink struct {
 	client          *kgo.Client
-	metrics         *metrics
 	delivered       prometheus.Counter
 	logger          *zap.Logger
 	deliveryTimeout time.Duration
@@ -165,7 +164,7 @@ func newKafkaSink(k kafkaSettings, m *metrics, logger *zap.Logger) (*kafkaSink, 
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
-	s := &kafkaSink{client: client, metrics: m, delivered: m.delivered.WithLabelValues("kafka"), logger: logger, deliveryTimeout: k.deliveryTimeout,
+	s := &kafkaSink{client: client, delivered: m.delivered.WithLabelValues("kafka"), logger: logger, deliveryTimeout: k.deliveryTimeout,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.watchdog()
 	return s, nil
@@ -229,12 +228,13 @@ func saslMechanism(name, user, pass string) (sasl.Mechanism, error) {
 
 func (*kafkaSink) name() string { return "kafka" }
 
-func record(e *usagestore.Event) *kgo.Record {
-	return &kgo.Record{
-		Key:     []byte(e.OrgID),
-		Value:   e.AppendCloudEvent(make([]byte, 0, 512)),
-		Headers: contentTypeHeader,
-	}
+// fillRecord makes rec the Kafka record of e: key org_id, value the
+// CloudEvents JSON. The key is never modified by the client, so it shares
+// the string's bytes.
+func fillRecord(rec *kgo.Record, e *usagestore.Event) {
+	rec.Key = unsafe.Slice(unsafe.StringData(e.OrgID), len(e.OrgID))
+	rec.Value = e.AppendCloudEvent(make([]byte, 0, 512))
+	rec.Headers = contentTypeHeader
 }
 
 func (s *kafkaSink) deliver(batch []*usagestore.Event, failed func([]*usagestore.Event)) {
@@ -242,10 +242,7 @@ func (s *kafkaSink) deliver(batch []*usagestore.Event, failed func([]*usagestore
 	records := make([]*inflight, len(batch))
 	for i, e := range batch {
 		r := &inflight{e: e, sink: s, failed: failed, deadline: deadline}
-		// The key is never modified by the client: share the string's bytes.
-		r.rec.Key = unsafe.Slice(unsafe.StringData(e.OrgID), len(e.OrgID))
-		r.rec.Value = e.AppendCloudEvent(make([]byte, 0, 512))
-		r.rec.Headers = contentTypeHeader
+		fillRecord(&r.rec, e)
 		records[i] = r
 	}
 	s.inflightMu.Lock()
@@ -280,7 +277,9 @@ func (s *kafkaSink) deliverAll(ctx context.Context, events []*usagestore.Event) 
 	var first error
 	wg.Add(len(events))
 	for _, e := range events {
-		s.client.TryProduce(ctx, record(e), func(_ *kgo.Record, err error) {
+		rec := new(kgo.Record)
+		fillRecord(rec, e)
+		s.client.TryProduce(ctx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
 			if err != nil {
 				mu.Lock()

@@ -58,7 +58,6 @@ type pipeline struct {
 	events   chan *usagestore.Event
 	services *serviceLabels
 	metrics  *metrics
-	memory   *memoryStore // set while the memory sink is in use
 
 	sink    atomic.Pointer[sinkBox]
 	sinkKey string // configuration fingerprint of the current sink
@@ -155,12 +154,12 @@ func (p *pipeline) emit(e *usagestore.Event) {
 		return
 	default:
 	}
-	p.spoolLater([]*usagestore.Event{e}, "buffer")
+	p.spoolLater([]*usagestore.Event{e})
 }
 
 // spoolLater queues events for the spool writer, or drops them (counted)
 // when its backlog is full.
-func (p *pipeline) spoolLater(events []*usagestore.Event, why string) {
+func (p *pipeline) spoolLater(events []*usagestore.Event) {
 	p.spoolMu.Lock()
 	room := p.spoolBacklog - len(p.toSpool)
 	n := min(room, len(events))
@@ -234,7 +233,7 @@ func (p *pipeline) deliver(batch []*usagestore.Event) {
 	// milliseconds, not after a delivery timeout); the replayer finds out
 	// when the sink works again.
 	if box == nil || box.failing() != nil {
-		p.spoolLater(batch, "sink failing")
+		p.spoolLater(batch)
 		return
 	}
 	box.deliver(batch, p.failed)
@@ -242,7 +241,7 @@ func (p *pipeline) deliver(batch []*usagestore.Event) {
 
 // failed is the sinks' callback for events they could not deliver.
 func (p *pipeline) failed(events []*usagestore.Event) {
-	p.spoolLater(events, "undelivered")
+	p.spoolLater(events)
 	select {
 	case p.kick <- struct{}{}:
 	default:
@@ -372,11 +371,6 @@ func (p *pipeline) use(key string, mk func() (sink, error)) error {
 	}
 	old := p.sink.Swap(&sinkBox{s})
 	p.sinkKey = key
-	if m, ok := s.(*memoryStore); ok {
-		p.memory = m
-	} else {
-		p.memory = nil
-	}
 	for _, name := range []string{"kafka", "postgres", "memory"} {
 		v := 0.0
 		if name == s.name() {
@@ -394,9 +388,11 @@ func (p *pipeline) use(key string, mk func() (sink, error)) error {
 
 // memoryStore returns the memory sink's store when it is the sink.
 func (p *pipeline) memoryStore() *memoryStore {
-	p.sinkMu.Lock()
-	defer p.sinkMu.Unlock()
-	return p.memory
+	if box := p.sink.Load(); box != nil {
+		m, _ := box.sink.(*memoryStore)
+		return m
+	}
+	return nil
 }
 
 // health reports the pipeline for /health/ready: down while events are
@@ -449,7 +445,7 @@ func (p *pipeline) Destruct() error {
 	p.wg.Wait() // dispatcher drained the buffer; replayer and writer stopped
 	if box := p.sink.Load(); box != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		box.close(ctx, func(events []*usagestore.Event) { p.spoolLater(events, "shutdown") })
+		box.close(ctx, p.spoolLater)
 		cancel()
 	}
 	// Late emits (requests finishing during shutdown) and the sink's
@@ -457,7 +453,7 @@ func (p *pipeline) Destruct() error {
 	for {
 		select {
 		case e := <-p.events:
-			p.spoolLater([]*usagestore.Event{e}, "shutdown")
+			p.spoolLater([]*usagestore.Event{e})
 			continue
 		default:
 		}
