@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +12,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
 // Errors of the admin operations, for callers to map to a status: an
@@ -542,11 +543,9 @@ func checkName(what, name string) (string, error) {
 	return name, nil
 }
 
-// planPattern is the form of a plan name (the schema checks it too).
-var planPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
+// checkPlan checks the form of a plan name (the schema checks it too).
 func checkPlan(plan string) error {
-	if !planPattern.MatchString(plan) {
+	if !tenant.ValidPlanName(plan) {
 		return errorf(ErrInvalid, "plan: want 1-64 characters of letters, digits, '.', '_', '-'")
 	}
 	return nil

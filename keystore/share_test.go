@@ -125,8 +125,10 @@ func TestMetricsSurviveAReload(t *testing.T) {
 	for range 3 {
 		_, _ = a.Lookup(context.Background(), HashKey(randomKey(t)))
 	}
-	// The reload: B is provisioned (a registry of its own), A cleaned up.
-	b := acquire(t, Config{DatabaseURL: dsn, Metrics: regB})
+	// The reload: B is provisioned (a registry of its own) on another
+	// database, so it gets a store of its own too; A is cleaned up. Only
+	// the shared metrics carry A's count over.
+	b := acquire(t, Config{DatabaseURL: testenv.MigratedDatabase(t), Metrics: regB})
 	if err := a.Release(); err != nil {
 		t.Fatal(err)
 	}
