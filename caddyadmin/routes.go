@@ -1,6 +1,7 @@
 package caddyadmin
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -220,7 +221,7 @@ func (a *TenantAdmin) logChange(rt *route, r *http.Request, rep *reply, err erro
 	status := 0
 	if rep != nil {
 		status = rep.status
-		orgID, keyID = cmpOr(rep.orgID, orgID), cmpOr(rep.keyID, keyID)
+		orgID, keyID = cmp.Or(rep.orgID, orgID), cmp.Or(rep.keyID, keyID)
 		if rep.replayed {
 			fields = append(fields, zap.Bool("idempotent_replay", true))
 		}
@@ -238,13 +239,6 @@ func (a *TenantAdmin) logChange(rt *route, r *http.Request, rep *reply, err erro
 	}
 	fields = append(fields, zap.Int("status", status))
 	a.audit.Info("admin change", fields...)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // mountPrefix is the path prefix the handler is mounted under (what
