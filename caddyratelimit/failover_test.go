@@ -328,15 +328,11 @@ func TestHungRedisBatchPaysNoSecondTimeout(t *testing.T) {
 		results <- d
 	}
 	go ask()
-	for fx.redis.calls.Load() == base { // the first request's call hangs
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the first call to reach Redis", func() bool { return fx.redis.calls.Load() != base }) // the first request's call hangs
 	for range 19 {
 		go ask()
 	}
-	for fx.f.batches.waitingMembers(batchKey{"org", p}) != 19 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "19 requests to join the batch", func() bool { return fx.f.batches.waitingMembers(batchKey{"org", p}) == 19 })
 	for range 20 {
 		if d := <-results; d.Source != sourceFallback {
 			t.Errorf("decided by %s, want the fallback", d.Source)
@@ -463,15 +459,11 @@ func TestCoalescerBatchesRequestsThatArriveDuringACall(t *testing.T) {
 
 	results := make(chan decision, 11)
 	go func() { d, _ := c.decide(context.Background(), run, "org", p); results <- d }()
-	for len(callsOf(run)) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the first call to start", func() bool { return len(callsOf(run)) != 0 })
 	for range 10 {
 		go func() { d, _ := c.decide(context.Background(), run, "org", p); results <- d }()
 	}
-	for c.waitingMembers(key) != 10 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "10 requests to join the batch", func() bool { return c.waitingMembers(key) == 10 })
 	close(run.release)
 
 	var allowed int
@@ -506,15 +498,11 @@ func TestCoalescerSharesAFailedCallsError(t *testing.T) {
 	var c coalescer
 	errs := make(chan error, 3)
 	go func() { _, err := c.decide(context.Background(), run, "org", p); errs <- err }()
-	for len(callsOf(run)) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the first call to start", func() bool { return len(callsOf(run)) != 0 })
 	for range 2 {
 		go func() { _, err := c.decide(context.Background(), run, "org", p); errs <- err }()
 	}
-	for c.waitingMembers(batchKey{"org", p}) != 2 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "2 requests to join the batch", func() bool { return c.waitingMembers(batchKey{"org", p}) == 2 })
 	close(run.release)
 	for range 3 {
 		if err := <-errs; !errors.Is(err, boom) {
@@ -541,16 +529,12 @@ func TestCoalescerBatchAfterAnAbandonedCallFollowsTheBreaker(t *testing.T) {
 		gone, leave := context.WithCancel(context.Background())
 		lone := make(chan error, 1)
 		go func() { _, err := c.decide(gone, run, "org", p); lone <- err }()
-		for len(callsOf(run)) == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		testenv.WaitFor(t, 5*time.Second, "the first call to start", func() bool { return len(callsOf(run)) != 0 })
 		errs := make(chan error, 2)
 		for range 2 {
 			go func() { _, err := c.decide(context.Background(), run, "org", p); errs <- err }()
 		}
-		for c.waitingMembers(batchKey{"org", p}) != 2 {
-			time.Sleep(time.Millisecond)
-		}
+		testenv.WaitFor(t, 5*time.Second, "2 requests to join the batch", func() bool { return c.waitingMembers(batchKey{"org", p}) == 2 })
 		leave() // the lone call's client goes away
 		if err := <-lone; !errors.Is(err, context.Canceled) {
 			t.Fatalf("abandoned call: %v", err)
