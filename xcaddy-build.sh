@@ -31,4 +31,4 @@ fi
 echo "xcaddy-build: Caddy $caddy_version with $module (this checkout) → $output" >&2
 "$xcaddy" build "$caddy_version" --output "$output" \
 	--with "$module@v0.0.0-00010101000000-000000000000=." "$@"
-"$output" list-modules --versions 2>/dev/null | grep -E '^(http\.handlers\.tenant_|tenantgate)' >&2 || true
+"$output" list-modules --versions 2>/dev/null | grep tenant >&2 || true
