@@ -39,7 +39,7 @@ while getopts "d:r:kc:q:l:h" opt; do
 	q) per_conn=$OPTARG ;;
 	l) latency=$OPTARG ;;
 	*)
-		sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac

@@ -14,8 +14,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+case ${1:-} in -h | --help)
+	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+	exit 0
+	;;
+esac
+
 keys=${1:-1000000}
 die() { echo "memory: $*" >&2; exit 1; }
+[[ $keys =~ ^[0-9]+$ ]] || die "keys: want a number, got '$keys' (usage: DATABASE_URL=postgres://… scripts/memory.sh [keys])"
 [ -n "${DATABASE_URL:-}" ] || die "set DATABASE_URL to a PostgreSQL server where a scratch database may be created"
 command -v psql >/dev/null || die "psql is required"
 

@@ -15,6 +15,12 @@
 # Environment: MAX_REQUESTS (default 5000), BATCH (requests in flight, default 50).
 set -euo pipefail
 
+case ${1:-} in -h | --help)
+	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+	exit 0
+	;;
+esac
+
 url=${1:-http://localhost:8080/api/test}
 key=${2:-sk_test_abc123}
 max=${MAX_REQUESTS:-5000}
