@@ -66,14 +66,6 @@ else
 	echo "bench: no Redis (set REDIS_ADDR or install redis-server): skipping auth+redis" >&2
 fi
 
-# Kafka: a local broker (kfake) for the usage site's sink.
-go build -o "$work/kafkabroker" ./scripts/kafkabroker
-alloc_port
-kafka_port=$PORT
-"$work/kafkabroker" -port "$kafka_port" 2>"$work/kafka.log" &
-pids+=($!)
-wait_port "$kafka_port" "kafka broker"
-
 # Postgres: a key from the database when DATABASE_URL is set.
 db_key=""
 if [ -n "${DATABASE_URL:-}" ]; then
@@ -100,6 +92,18 @@ if [ -n "${BENCH_SITES:-}" ]; then
 	sites=("${kept[@]}")
 fi
 
+# Kafka: a local broker (kfake) for the usage site's sink, only when that
+# site is measured (an idle producer would run beside every other site).
+kafka_port=""
+if [[ " ${sites[*]} " == *" auth+redis+usage "* ]]; then
+	go build -o "$work/kafkabroker" ./scripts/kafkabroker
+	alloc_port
+	kafka_port=$PORT
+	"$work/kafkabroker" -port "$kafka_port" 2>"$work/kafka.log" &
+	pids+=($!)
+	wait_port "$kafka_port" "kafka broker"
+fi
+
 declare -A port key
 {
 	cat <<EOF
@@ -108,6 +112,9 @@ declare -A port key
 	log {
 		level ERROR
 	}
+EOF
+	if [ -n "$kafka_port" ]; then
+		cat <<EOF
 	tenant_usage {
 		spool_dir $work/spool
 		kafka {
@@ -115,8 +122,9 @@ declare -A port key
 			compression ${BENCH_KAFKA_COMPRESSION:-snappy}
 		}
 	}
-}
 EOF
+	fi
+	echo "}"
 	for site in "${sites[@]}"; do
 		alloc_port
 		port[$site]=$PORT
