@@ -51,7 +51,7 @@ func (s *memoryStore) deliverAll(_ context.Context, events []*usagestore.Event) 
 		if e.Time.Before(oldest) {
 			continue // outside the window: it would be pruned at once
 		}
-		k := usagestore.RollupKey{Bucket: e.Time.UTC().Truncate(time.Minute), OrgID: e.OrgID, KeyID: e.KeyID, Service: e.Service, Outcome: e.Outcome}
+		k := usagestore.RollupKey{Bucket: usagestore.Minute.Truncate(e.Time), OrgID: e.OrgID, KeyID: e.KeyID, Service: e.Service, Outcome: e.Outcome}
 		org := s.orgs[e.OrgID]
 		r := org[k]
 		if r == nil {

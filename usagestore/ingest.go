@@ -67,18 +67,9 @@ type IngestResult struct {
 	Poison int
 }
 
-// rollupLevels are the rollup tables and their bucket widths.
-var rollupLevels = [...]struct {
-	table    string
-	truncate func(time.Time) time.Time
-}{
-	{"usage_rollup_minute", func(t time.Time) time.Time { return t.Truncate(time.Minute) }},
-	{"usage_rollup_hour", func(t time.Time) time.Time { return t.Truncate(time.Hour) }},
-	{"usage_rollup_day", func(t time.Time) time.Time {
-		y, m, d := t.Date()
-		return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-	}},
-}
+// rollupLevels are the granularities kept in rollup tables, one table each
+// (usage_rollup_<granularity>).
+var rollupLevels = [...]Granularity{Minute, Hour, Day}
 
 const sqlInsertEvents = `INSERT INTO usage_events (event_id, occurred_at, org_id, key_id, plan, service, method,
 		status, outcome, bytes_in, bytes_out, duration_us, request_id, ratelimit_source, source)
@@ -161,8 +152,8 @@ func (s *Store) Ingest(ctx context.Context, b Batch) (IngestResult, error) {
 	res.Duplicates += len(events) - len(inserted)
 
 	var batch pgx.Batch
-	for _, level := range rollupLevels {
-		queueRollup(&batch, level.table, level.truncate, inserted)
+	for _, g := range rollupLevels {
+		queueRollup(&batch, "usage_rollup_"+string(g), g.Truncate, inserted)
 	}
 	for i := range dead {
 		d := &dead[i]
@@ -276,7 +267,7 @@ func queueRollup(batch *pgx.Batch, table string, truncate func(time.Time) time.T
 	}
 	rows := make(map[RollupKey]*RollupRow)
 	for _, e := range events {
-		k := RollupKey{Bucket: truncate(e.Time.UTC()), OrgID: e.OrgID, KeyID: e.KeyID, Service: e.Service, Outcome: e.Outcome}
+		k := RollupKey{Bucket: truncate(e.Time), OrgID: e.OrgID, KeyID: e.KeyID, Service: e.Service, Outcome: e.Outcome}
 		r := rows[k]
 		if r == nil {
 			r = &RollupRow{RollupKey: k}
