@@ -294,11 +294,7 @@ func reportFromGateway(ctx context.Context, address string, q usagestore.ReportQ
 	v.Set("from", q.From.UTC().Format(time.RFC3339Nano))
 	v.Set("to", q.To.UTC().Format(time.RFC3339Nano))
 	v.Set("by", string(q.Granularity))
-	dims := make([]string, len(q.GroupBy))
-	for i, d := range q.GroupBy {
-		dims[i] = string(d)
-	}
-	v.Set("group_by", strings.Join(dims, ","))
+	v.Set("group_by", usagestore.FormatGroupBy(q.GroupBy))
 	host := strings.TrimPrefix(strings.TrimPrefix(address, "http://"), "tcp/")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+reportPath+"?"+v.Encode(), nil)
 	if err != nil {

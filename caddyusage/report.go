@@ -164,7 +164,7 @@ func reportQueryFromURL(r *http.Request, now time.Time) (usagestore.ReportQuery,
 func reportHeader(q usagestore.ReportQuery) []string {
 	h := []string{"bucket"}
 	for _, d := range q.GroupBy {
-		h = append(h, map[usagestore.Dimension]string{usagestore.ByKey: "key_id", usagestore.ByService: "service", usagestore.ByOutcome: "outcome"}[d])
+		h = append(h, d.Column())
 	}
 	return append(h, "requests", "allowed", "429_minute", "429_day", "backend_errors", "gateway_errors",
 		"bytes_in", "bytes_out", "p50_ms", "p95_ms", "p99_ms")
@@ -174,7 +174,7 @@ func reportHeader(q usagestore.ReportQuery) []string {
 func reportRecord(q usagestore.ReportQuery, r usagestore.ReportRow) []string {
 	rec := []string{r.Bucket.UTC().Format(time.RFC3339)}
 	for _, d := range q.GroupBy {
-		rec = append(rec, map[usagestore.Dimension]string{usagestore.ByKey: r.KeyID, usagestore.ByService: r.Service, usagestore.ByOutcome: string(r.Outcome)}[d])
+		rec = append(rec, r.Group(d))
 	}
 	i := func(n int64) string { return strconv.FormatInt(n, 10) }
 	ms := func(us int64) string { return strconv.FormatFloat(float64(us)/1000, 'f', 2, 64) }

@@ -148,11 +148,40 @@ func (q *ReportQuery) Validate() error {
 	if q.To.Sub(q.From)/q.Granularity.width() > maxReportBuckets {
 		return fmt.Errorf("too many %s buckets (more than %d): use a coarser granularity or a shorter period", q.Granularity, maxReportBuckets)
 	}
-	_, err := ParseGroupBy(joinDims(q.GroupBy))
+	_, err := ParseGroupBy(FormatGroupBy(q.GroupBy))
 	return err
 }
 
-func joinDims(ds []Dimension) string {
+// Column is the rollup column a report grouped by d reads: key_id,
+// service or outcome.
+func (d Dimension) Column() string {
+	switch d {
+	case ByKey:
+		return "key_id"
+	case ByService:
+		return "service"
+	case ByOutcome:
+		return "outcome"
+	}
+	return ""
+}
+
+// Group is the row's value of dimension d ("" when the report is not
+// grouped by it).
+func (r *ReportRow) Group(d Dimension) string {
+	switch d {
+	case ByKey:
+		return r.KeyID
+	case ByService:
+		return r.Service
+	case ByOutcome:
+		return string(r.Outcome)
+	}
+	return ""
+}
+
+// FormatGroupBy writes dimensions as ParseGroupBy reads them: key,service.
+func FormatGroupBy(ds []Dimension) string {
 	s := make([]string, len(ds))
 	for i, d := range ds {
 		s[i] = string(d)
@@ -204,7 +233,7 @@ func (s *Store) Report(ctx context.Context, q ReportQuery) ([]ReportRow, error) 
 	for i, d := range []Dimension{ByKey, ByService, ByOutcome} {
 		cols[i] = "''"
 		if slices.Contains(q.GroupBy, d) {
-			cols[i] = map[Dimension]string{ByKey: "key_id", ByService: "service", ByOutcome: "outcome"}[d]
+			cols[i] = d.Column()
 		}
 	}
 	sql := fmt.Sprintf(sqlReport, strings.Join(cols, ", "), q.Granularity)
