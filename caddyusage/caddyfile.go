@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/tenantgate/tenantgate/internal/caddyfileutil"
+	"github.com/tenantgate/tenantgate/internal/tenant"
 )
 
 func init() {
@@ -192,15 +193,8 @@ func parsePostgres(d *caddyfile.Dispenser) (*PostgresConfig, error) {
 	return p, nil
 }
 
+// validTopic reports whether t is a Kafka topic name: up to 249 characters
+// of [A-Za-z0-9._-], not "." or "..".
 func validTopic(t string) bool {
-	if t == "" || len(t) > 249 || t == "." || t == ".." {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return t != "" && len(t) <= 249 && t != "." && t != ".." && tenant.SafeChars(t)
 }

@@ -311,14 +311,5 @@ func (s *serviceLabels) label(v string) string {
 }
 
 func cleanLabel(v string) bool {
-	if len(v) > maxServiceLen {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return len(v) <= maxServiceLen && tenant.SafeChars(v)
 }

@@ -16,9 +16,13 @@ const maxRequestIDLen = 128
 // 1–128 characters of [A-Za-z0-9._-]. Anything else is replaced,
 // so a request ID never smuggles markup or log-breaking bytes.
 func ValidRequestID(s string) bool {
-	if len(s) == 0 || len(s) > maxRequestIDLen {
-		return false
-	}
+	return len(s) > 0 && len(s) <= maxRequestIDLen && SafeChars(s)
+}
+
+// SafeChars reports whether s holds only [A-Za-z0-9._-]: the characters of
+// request IDs, plan names, service labels and topic names, which are safe
+// in headers, logs, metric labels and file names.
+func SafeChars(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
