@@ -1,6 +1,7 @@
 package caddyusage
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -156,7 +157,7 @@ func runIngest(cmd *cobra.Command, _ []string) error {
 		logger.Info("serving metrics", zap.String("address", ln.Addr().String()))
 	}
 	go store.MaintainEvery(ctx, time.Hour, func(err error) { logger.Warn("usage partition maintenance failed", zap.Error(err)) })
-	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", orDefault(topic, defaultTopic)), zap.String("group", group))
+	logger.Info("consuming usage events", zap.Strings("brokers", list), zap.String("topic", cmp.Or(topic, defaultTopic)), zap.String("group", group))
 	err = runConsumer(ctx, consumerConfig{Brokers: list, Topic: topic, Group: group, MaxBatch: batch,
 		SessionTimeout: session, Store: store, Logger: logger, Metrics: reg, ClientOpts: clientOpts})
 	logger.Info("consumer stopped")
@@ -334,13 +335,6 @@ func durationFlag(cmd *cobra.Command, name string) (time.Duration, error) {
 		return 0, fmt.Errorf("--%s: expected a positive duration such as 24h or 7d, got %q", name, s)
 	}
 	return d, nil
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // errNoUsageSchema says what to run when the usage tables are missing.

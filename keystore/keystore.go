@@ -22,6 +22,7 @@
 package keystore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -123,23 +124,15 @@ func (s Settings) Validate() error {
 
 // withDefaults fills in the zero fields.
 func (s Settings) withDefaults() Settings {
-	s.CacheTTL = orDefault(s.CacheTTL, defaultCacheTTL)
-	s.NegativeCacheTTL = orDefault(s.NegativeCacheTTL, defaultNegativeCacheTTL)
-	s.RefreshInterval = orDefault(s.RefreshInterval, defaultRefreshInterval)
-	s.CacheSize = orDefault(s.CacheSize, defaultCacheSize)
-	s.NegativeCacheSize = orDefault(s.NegativeCacheSize, defaultNegativeCacheSize)
+	s.CacheTTL = cmp.Or(s.CacheTTL, defaultCacheTTL)
+	s.NegativeCacheTTL = cmp.Or(s.NegativeCacheTTL, defaultNegativeCacheTTL)
+	s.RefreshInterval = cmp.Or(s.RefreshInterval, defaultRefreshInterval)
+	s.CacheSize = cmp.Or(s.CacheSize, defaultCacheSize)
+	s.NegativeCacheSize = cmp.Or(s.NegativeCacheSize, defaultNegativeCacheSize)
 	if s.Logger == nil {
 		s.Logger = caddy.Log()
 	}
 	return s
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // keyEntry is a cached usable key.
@@ -260,8 +253,8 @@ func newStore(dsn string, set Settings, opts options) (*Store, error) {
 	if opts.queryTimeout == 0 {
 		opts.queryTimeout = queryTimeout
 	}
-	opts.listenMinBackoff = orDefault(opts.listenMinBackoff, listenMinBackoff)
-	opts.listenMaxBackoff = orDefault(opts.listenMaxBackoff, listenMaxBackoff)
+	opts.listenMinBackoff = cmp.Or(opts.listenMinBackoff, listenMinBackoff)
+	opts.listenMaxBackoff = cmp.Or(opts.listenMaxBackoff, listenMaxBackoff)
 	set = set.withDefaults()
 	s := &Store{
 		listenCfg: cfg.ConnConfig.Copy(),
