@@ -27,18 +27,14 @@ func (a *TenantAdmin) orgLimits(c *call) (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := a.peek(c.r.Context(), tenant.NewIdentity(o.ID, o.Plan, "", overrides(o.Limits)))
+	st, err := peekLimits(c.r.Context(), a.registry, tenant.NewIdentity(o.ID, o.Plan, "", overrides(o.Limits)))
 	if err != nil {
 		return nil, err
 	}
 	return jsonReply(http.StatusOK, orgLimits{OrgID: o.ID, LimitState: st})
 }
 
-// peek reads the live state from the config's rate limiter.
-func (a *TenantAdmin) peek(ctx context.Context, id *tenant.Identity) (tenant.LimitState, error) {
-	return peekLimits(ctx, a.registry, id)
-}
-
+// peekLimits reads the live state from the config's rate limiter.
 func peekLimits(ctx context.Context, reg *tenant.Registry, id *tenant.Identity) (tenant.LimitState, error) {
 	l := reg.Limiter()
 	if l == nil {

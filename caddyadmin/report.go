@@ -2,6 +2,7 @@ package caddyadmin
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -137,8 +138,11 @@ func (u *UsageReport) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 		}
 		rep.Limits = &st
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, rep)
+	body, err := json.Marshal(rep)
+	if err != nil {
+		return u.fail(w, tr, err)
+	}
+	writeRaw(w, http.StatusOK, body)
 	return nil
 }
 

@@ -59,16 +59,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	_ = tenant.WriteError(w, e.status, e.msg, details, requestID(r))
 }
 
-// writeJSON answers v as JSON with the given status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		body = []byte(`{"error":{"code":500,"message":"internal error: encoding the answer"}}`)
-		status = http.StatusInternalServerError
-	}
-	writeRaw(w, status, body)
-}
-
+// writeRaw answers a JSON body, never cached.
 func writeRaw(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

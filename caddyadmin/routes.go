@@ -140,11 +140,14 @@ func jsonReply(status int, v any) (*reply, error) {
 func (a *TenantAdmin) serve(rt *route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		rep, err := a.execute(rt, w, r)
+		var e *apiError
+		if err != nil {
+			e = storeError(err)
+		}
 		if rt.action != "" {
-			a.logChange(rt, r, rep, err)
+			a.logChange(rt, r, rep, e)
 		}
 		if err != nil {
-			e := storeError(err)
 			if e.status >= 500 {
 				a.logger.Error("admin API request failed", zap.String("request_id", requestID(r)),
 					zap.String("operation", rt.operationID), zap.Error(err))
@@ -203,9 +206,10 @@ func (a *TenantAdmin) execute(rt *route, w http.ResponseWriter, r *http.Request)
 }
 
 // logChange writes the audit line of a change: who (the token's ID or the
-// remote address), what, on which organization or key, and the outcome.
+// remote address), what, on which organization or key, and the outcome (e
+// when it failed).
 // Never a key nor the token.
-func (a *TenantAdmin) logChange(rt *route, r *http.Request, rep *reply, err error) {
+func (a *TenantAdmin) logChange(rt *route, r *http.Request, rep *reply, e *apiError) {
 	fields := []zap.Field{
 		zap.String("action", rt.action),
 		zap.String("actor", a.actor(r)),
@@ -226,8 +230,7 @@ func (a *TenantAdmin) logChange(rt *route, r *http.Request, rep *reply, err erro
 			fields = append(fields, zap.Bool("idempotent_replay", true))
 		}
 	}
-	if err != nil {
-		e := storeError(err)
+	if e != nil {
 		status = e.status
 		fields = append(fields, zap.String("error", e.msg))
 	}
