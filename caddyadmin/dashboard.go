@@ -34,7 +34,7 @@ func dashboardHandler() http.Handler {
 			name = "index.html"
 		}
 		info, err := fs.Stat(files, name)
-		if (r.Method != http.MethodGet && r.Method != http.MethodHead) || err != nil || info.IsDir() || strings.HasPrefix(name, "v1/") {
+		if (r.Method != http.MethodGet && r.Method != http.MethodHead) || err != nil || info.IsDir() {
 			writeError(w, r, &apiError{status: http.StatusNotFound, msg: "not found: the API is under /v1/ (see /v1/openapi.json), the dashboard at /"})
 			return
 		}
