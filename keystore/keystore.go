@@ -377,10 +377,7 @@ func (s *Store) stale(e keyEntry, cached bool, now int64, cause error) (*tenant.
 // giving up does not fail the rest.
 func (s *Store) fetch(h KeyHash, l *lane) (verdict, error) {
 	gen := s.gen(h)
-	wait, cancelWait := context.WithTimeout(s.ctx, s.opts.queryTimeout)
-	err := l.enter(wait)
-	cancelWait()
-	if err != nil {
+	if err := l.enter(s.ctx, s.opts.queryTimeout); err != nil {
 		return verdict{}, err
 	}
 	defer l.leave()

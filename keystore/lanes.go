@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,11 +26,13 @@ import (
 // flood of forged keys neither marks PostgreSQL down nor pauses the normal
 // lane, and real keys keep being checked beside it.
 type lane struct {
-	name       string
 	slots      chan struct{}
 	waiting    atomic.Int64
 	maxWaiting int64
 	shed       prometheus.Counter // lookups turned away
+	// The refusals, built once: a flood meets them thousands of times a
+	// second.
+	errFull, errDeadline error
 }
 
 // Lane sizes. The pool's connections are shared by the lanes and the
@@ -55,12 +58,15 @@ func laneSizes(maxConns int) (normal, unverified int) {
 }
 
 func newLane(name string, concurrency, maxWaiting int, shed prometheus.Counter) *lane {
-	return &lane{name: name, slots: make(chan struct{}, concurrency), maxWaiting: int64(maxWaiting), shed: shed}
+	return &lane{slots: make(chan struct{}, concurrency), maxWaiting: int64(maxWaiting), shed: shed,
+		errFull:     fmt.Errorf("%w (%s lane full)", ErrBusy, name),
+		errDeadline: fmt.Errorf("%w (waited for the %s lane until the deadline)", ErrBusy, name)}
 }
 
-// enter takes a slot, waiting for one until ctx ends if the lane's queue
-// has room. It fails with ErrBusy; on success the caller must leave.
-func (l *lane) enter(ctx context.Context) error {
+// enter takes a slot, waiting for one up to timeout (or until ctx ends) if
+// the lane's queue has room. It fails with ErrBusy; on success the caller
+// must leave. Only a lookup that waits sets a timer.
+func (l *lane) enter(ctx context.Context, timeout time.Duration) error {
 	select {
 	case l.slots <- struct{}{}:
 		return nil
@@ -69,16 +75,19 @@ func (l *lane) enter(ctx context.Context) error {
 	if l.waiting.Add(1) > l.maxWaiting {
 		l.waiting.Add(-1)
 		l.shed.Inc()
-		return fmt.Errorf("%w (%s lane full)", ErrBusy, l.name)
+		return l.errFull
 	}
 	defer l.waiting.Add(-1)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	select {
 	case l.slots <- struct{}{}:
 		return nil
+	case <-deadline.C:
 	case <-ctx.Done():
-		l.shed.Inc()
-		return fmt.Errorf("%w (waited for the %s lane until the deadline)", ErrBusy, l.name)
 	}
+	l.shed.Inc()
+	return l.errDeadline
 }
 
 // leave gives the slot back.
