@@ -1,7 +1,6 @@
 package caddyauth
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -267,14 +266,3 @@ func newStaticStore(keys []resolvedKey) (staticStore, error) {
 func staticKeyID(h keystore.KeyHash) string {
 	return "static_" + hex.EncodeToString(h[:6])
 }
-
-// Lookup implements keyStore.
-func (s staticStore) Lookup(_ context.Context, h keystore.KeyHash) (*tenant.Identity, error) {
-	if id, ok := s[h]; ok {
-		return id, nil
-	}
-	return nil, keystore.ErrUnknownKey
-}
-
-// Interface guard
-var _ keyStore = staticStore(nil)

@@ -1,9 +1,7 @@
 package caddyauth
 
 import (
-	"context"
 	"encoding/hex"
-	"errors"
 	"strings"
 	"testing"
 
@@ -124,9 +122,9 @@ func TestStaticStore(t *testing.T) {
 	store := staticStoreOf(t,
 		StaticKey{Key: "sk_test_abc123", OrgID: "org_1", Plan: "premium"},
 		StaticKey{KeyHash: hex.EncodeToString(h[:]), OrgID: "org_2", Plan: "basic"})
-	id, err := store.Lookup(context.Background(), keystore.HashKey("sk_test_abc123"))
-	if err != nil {
-		t.Fatal(err)
+	id, ok := store[keystore.HashKey("sk_test_abc123")]
+	if !ok {
+		t.Fatal("the static key sk_test_abc123 is not in the store")
 	}
 	if id.OrgID != "org_1" || id.Plan != "premium" || !strings.HasPrefix(id.KeyID, "static_") {
 		t.Errorf("identity = %+v", id)
@@ -134,11 +132,11 @@ func TestStaticStore(t *testing.T) {
 	if strings.Contains(id.KeyID, "abc123") {
 		t.Errorf("key id %q reveals the key", id.KeyID)
 	}
-	if id, err := store.Lookup(context.Background(), keystore.HashKey("sk_live_hashed")); err != nil || id.OrgID != "org_2" {
-		t.Errorf("key given by its hash: %+v, %v", id, err)
+	if id, ok := store[keystore.HashKey("sk_live_hashed")]; !ok || id.OrgID != "org_2" {
+		t.Errorf("key given by its hash: %+v, %v", id, ok)
 	}
-	if _, err := store.Lookup(context.Background(), keystore.HashKey("sk_test_abc124")); !errors.Is(err, keystore.ErrUnknownKey) {
-		t.Errorf("unknown key: err = %v", err)
+	if _, ok := store[keystore.HashKey("sk_test_abc124")]; ok {
+		t.Error("an unknown key is in the store")
 	}
 	resolved, err := resolveStaticKeys(caddy.NewReplacer(), "static key", []StaticKey{{Key: "k1", OrgID: "o", Plan: "p"}, {Key: "k1", OrgID: "o2", Plan: "p"}})
 	if err != nil {
@@ -159,8 +157,8 @@ func provisionKeys(t *testing.T, a *TenantAuth, withDatabase bool) (*TenantAuth,
 }
 
 func accepts(a *TenantAuth, key string) bool {
-	_, err := a.static.Lookup(context.Background(), keystore.HashKey(key))
-	return err == nil
+	_, ok := a.static[keystore.HashKey(key)]
+	return ok
 }
 
 func TestDemoKeysOnlyWithoutDatabaseAndOtherKeys(t *testing.T) {
