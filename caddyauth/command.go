@@ -227,14 +227,14 @@ func orgIDFlag(cmd *cobra.Command) (string, error) {
 	return parseID("--org-id", arg)
 }
 
-// cleanName trims a name and checks it: 1-200 bytes, no control characters.
+// cleanName trims a name and checks it as the store does.
 func cleanName(what, name string) (string, error) {
-	name = strings.TrimSpace(name)
-	if name == "" {
+	if strings.TrimSpace(name) == "" {
 		return "", fmt.Errorf("--name is required: the %s name, 1-%d printable characters", what, keystore.MaxNameLen)
 	}
-	if len(name) > keystore.MaxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return "", fmt.Errorf("--name: the %s name must be 1-%d printable characters", what, keystore.MaxNameLen)
+	name, err := keystore.CheckName(what, name)
+	if err != nil {
+		return "", fmt.Errorf("--name: %w", err)
 	}
 	return name, nil
 }

@@ -238,7 +238,7 @@ func one[T any](ctx context.Context, q querier, scan pgx.RowToFunc[T], notFound 
 
 // CreateOrg creates an organization.
 func (a *Admin) CreateOrg(ctx context.Context, in OrgInput) (Organization, error) {
-	name, err := checkName("organization", in.Name)
+	name, err := CheckName("organization", in.Name)
 	if err != nil {
 		return Organization{}, err
 	}
@@ -295,7 +295,7 @@ func (a *Admin) UpdateOrg(ctx context.Context, id string, u OrgUpdate) (Organiza
 	}
 	var name *string
 	if u.Name != nil {
-		n, err := checkName("organization", *u.Name)
+		n, err := CheckName("organization", *u.Name)
 		if err != nil {
 			return Organization{}, err
 		}
@@ -359,7 +359,7 @@ func (a *Admin) CreateKey(ctx context.Context, in KeyInput) (NewAPIKey, error) {
 	if in.OrgID, err = checkID("organization", in.OrgID); err != nil {
 		return NewAPIKey{}, err
 	}
-	if in.Name, err = checkName("key", in.Name); err != nil {
+	if in.Name, err = CheckName("key", in.Name); err != nil {
 		return NewAPIKey{}, err
 	}
 	if in.Plan != nil {
@@ -534,8 +534,9 @@ func checkID(what, id string) (string, error) {
 	return u.String(), nil
 }
 
-// checkName trims a name and checks it: 1-200 bytes, no control characters.
-func checkName(what, name string) (string, error) {
+// CheckName trims the name of an organization or key (what) and checks it:
+// 1-200 bytes, no control characters. The error is ErrInvalid.
+func CheckName(what, name string) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > MaxNameLen || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return "", errorf(ErrInvalid, "the %s name must be 1-%d printable characters", what, MaxNameLen)
